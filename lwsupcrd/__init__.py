@@ -1,0 +1,3 @@
+"""LW-SupCRD: logit-weighted supervised contrastive representation distillation."""
+
+__version__ = "0.1.0"

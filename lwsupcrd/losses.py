@@ -1,0 +1,207 @@
+"""The three contrastive losses, as pure functions of tensors.
+
+Notation (the README uses the same symbols): anchors are student projections `z` (N, D),
+keys are teacher projections `t` (N, D), optionally followed by K bank keys (K, D);
+`s_ij = <z_i, k_j> / tau`. Every loss
+
+* returns a scalar tensor and has no Python loop over samples;
+* computes in float32 (float64 stays float64) with autocast switched off, so bf16/fp16
+  training does not change its value beyond the precision of its inputs;
+* builds each denominator as a log-sum-exp over a mask. Masked-out entries are set to the
+  most negative finite float instead of -inf, so an empty sum gives a finite (huge negative)
+  log that contributes exactly 0 to the loss and 0 to the gradient, never NaN.
+
+`validate=False` skips the value checks that need a host synchronisation (finite inputs,
+label ranges); the training loop uses it on CUDA, where it checks the loss itself per epoch.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _masked_logsumexp(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log sum_j exp(x_ij) over the j where mask_ij, per row; an empty row gives ~finfo.min."""
+    very_negative = torch.finfo(x.dtype).min
+    return torch.logsumexp(torch.where(mask, x, very_negative), dim=1)
+
+
+def _check_embeddings(name: str, x: torch.Tensor, n: int | None = None, d: int | None = None,
+                      device: torch.device | None = None) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 2:
+        raise ValueError(f"{name} must be a 2-D tensor (rows, dim), got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be floating point, got {x.dtype}")
+    if n is not None and x.shape[0] != n:
+        raise ValueError(f"{name} has {x.shape[0]} rows, expected {n}")
+    if d is not None and x.shape[1] != d:
+        raise ValueError(f"{name} has dimension {x.shape[1]}, expected {d}")
+    if device is not None and x.device != device:
+        raise ValueError(f"{name} is on {x.device}, expected {device}")
+
+
+def _check_vector(name: str, v: torch.Tensor, n: int, device: torch.device) -> None:
+    if not isinstance(v, torch.Tensor) or v.dim() != 1 or v.shape[0] != n:
+        raise ValueError(f"{name} must be a 1-D tensor of length {n}, got "
+                         f"{tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__}")
+    if v.is_floating_point():
+        raise ValueError(f"{name} must hold integers, got {v.dtype}")
+    if v.device != device:
+        raise ValueError(f"{name} is on {v.device}, expected {device}")
+
+
+def _check_finite(**tensors: torch.Tensor | None) -> None:
+    for name, x in tensors.items():
+        if x is not None and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} contains non-finite values")
+
+
+def _check_temperature(temperature: float) -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def supcon_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07,
+                validate: bool = True) -> torch.Tensor:
+    r"""Supervised contrastive loss (Khosla et al., NeurIPS 2020), contrast mode "all".
+
+    `z` (N, D) holds every view of every image (N = views x batch), `labels` (N,) their classes.
+    With s = z z^T / tau, P(i) = {p != i : y_p = y_i} and A(i) = {a != i}:
+
+        L_i = -(1/|P(i)|) sum_{p in P(i)} [ s_ip - log sum_{a in A(i)} exp(s_ia) ]
+
+    The loss is the mean of L_i over the anchors with |P(i)| >= 1, and 0 (still attached to
+    the graph, so backward() works) when no anchor has a positive.
+    """
+    _check_embeddings("z", z)
+    n = z.shape[0]
+    _check_vector("labels", labels, n, z.device)
+    _check_temperature(temperature)
+    if validate:
+        _check_finite(z=z)
+    with torch.autocast(z.device.type, enabled=False):
+        z = z.to(_compute_dtype(z))
+        s = z @ z.T / temperature  # (N, N)
+        not_self = ~torch.eye(n, dtype=torch.bool, device=z.device)
+        positives = (labels[:, None] == labels[None, :]) & not_self
+        log_prob = s - _masked_logsumexp(s, not_self)[:, None]
+        num_pos = positives.sum(1)
+        per_anchor = -torch.where(positives, log_prob, 0.0).sum(1) / num_pos.clamp_min(1)
+        has_pos = num_pos > 0
+        return (per_anchor * has_pos).sum() / has_pos.sum().clamp_min(1)
+
+
+def crd_loss(z: torch.Tensor, t: torch.Tensor, instance_ids: torch.Tensor, temperature: float = 0.07,
+             bank_keys: torch.Tensor | None = None, bank_ids: torch.Tensor | None = None,
+             validate: bool = True) -> torch.Tensor:
+    r"""Contrastive representation distillation (Tian et al., ICLR 2020) as in-batch instance
+    matching: student anchors `z` (N, D) against teacher keys `t` (N, D), plus optional bank keys.
+
+    P(i) = batch keys j with instance_ids[j] == instance_ids[i] (j = i included: the teacher key
+    of the same view, and of the image's other view). N(i) = batch keys of other instances plus
+    the bank keys whose `bank_ids` differ from instance_ids[i].
+
+        L_i = -(1/|P(i)|) sum_{p in P(i)} log( exp(s_ip) / (exp(s_ip) + sum_{n in N(i)} exp(s_in)) )
+
+    computed as softplus(logsumexp_{n in N(i)} s_in - s_ip). Loss = mean over all i.
+    """
+    _check_embeddings("z", z)
+    n, d = z.shape
+    _check_embeddings("t", t, n, d, z.device)
+    _check_vector("instance_ids", instance_ids, n, z.device)
+    _check_temperature(temperature)
+    if (bank_keys is None) != (bank_ids is None):
+        raise ValueError("bank_keys and bank_ids must be given together")
+    if bank_keys is not None:
+        _check_embeddings("bank_keys", bank_keys, d=d, device=z.device)
+        _check_vector("bank_ids", bank_ids, bank_keys.shape[0], z.device)
+    if validate:
+        _check_finite(z=z, t=t, bank_keys=bank_keys)
+    with torch.autocast(z.device.type, enabled=False):
+        dtype = _compute_dtype(z)
+        z, t = z.to(dtype), t.to(dtype)
+        s_batch = z @ t.T / temperature  # (N, N)
+        same = instance_ids[:, None] == instance_ids[None, :]
+        s_all, neg_mask = s_batch, ~same
+        if bank_keys is not None:
+            s_all = torch.cat([s_batch, z @ bank_keys.to(dtype).T / temperature], dim=1)  # (N, N+K)
+            neg_mask = torch.cat([neg_mask, instance_ids[:, None] != bank_ids[None, :]], dim=1)
+        neg_lse = _masked_logsumexp(s_all, neg_mask)  # (N,)
+        l_ip = F.softplus(neg_lse[:, None] - s_batch)  # (N, N): -log of the positive's share
+        per_anchor = torch.where(same, l_ip, 0.0).sum(1) / same.sum(1)
+        return per_anchor.mean()
+
+
+def lw_supcrd_loss(z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, teacher_probs: torch.Tensor,
+                   alpha: float = 1.0, beta: float = 10.0, temperature: float = 0.07,
+                   adaptive_beta: bool = True, bank_keys: torch.Tensor | None = None,
+                   bank_labels: torch.Tensor | None = None, validate: bool = True) -> torch.Tensor:
+    r"""Logit-weighted supervised contrastive representation distillation (LW-SupCRD).
+
+    Student anchors `z` (N, D) against teacher keys `t` (N, D) and optional bank keys (K, D).
+    `teacher_probs` (N, C) is the teacher's softmax for each anchor's image; it is a constant
+    (detached). P(i) = batch keys of the anchor's class (j = i included); N(i) = batch keys of
+    other classes plus bank keys of other classes (bank keys of the anchor's class are left out).
+
+        q_i       = max(p_i[y_i], 1e-8)
+        w_pull_i  = alpha * q_i
+        beta_i    = beta / (q_i + 0.5)        if adaptive_beta, else beta
+        w_push_in = beta_i * max(1 - p_i[y_n], 1e-8)
+        l_ip      = -log( w_pull_i e^{s_ip} / (w_pull_i e^{s_ip} + sum_{n in N(i)} w_push_in e^{s_in}) )
+        L         = (1/alpha) * mean_i (1/|P(i)|) sum_{p in P(i)} l_ip
+
+    The weights enter as log-weights added to the logits: l_ip = softplus(LSE_n(log w_push_in + s_in)
+    - log w_pull_i - s_ip). A confident teacher (large q_i) pulls harder and, with adaptive beta,
+    pushes less; negatives of classes the teacher confuses with y_i (large p_i[y_n]) are pushed less.
+    With beta = 0 there are no push forces and the loss is 0.
+    """
+    _check_embeddings("z", z)
+    n, d = z.shape
+    _check_embeddings("t", t, n, d, z.device)
+    _check_vector("labels", labels, n, z.device)
+    _check_embeddings("teacher_probs", teacher_probs, n, device=z.device)
+    _check_temperature(temperature)
+    if not alpha > 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    if not beta >= 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    if (bank_keys is None) != (bank_labels is None):
+        raise ValueError("bank_keys and bank_labels must be given together")
+    if bank_keys is not None:
+        _check_embeddings("bank_keys", bank_keys, d=d, device=z.device)
+        _check_vector("bank_labels", bank_labels, bank_keys.shape[0], z.device)
+    num_classes = teacher_probs.shape[1]
+    if validate:
+        _check_finite(z=z, t=t, teacher_probs=teacher_probs, bank_keys=bank_keys)
+        for name, lab in (("labels", labels), ("bank_labels", bank_labels)):
+            if lab is not None and lab.numel() and (int(lab.min()) < 0 or int(lab.max()) >= num_classes):
+                raise ValueError(f"{name} must lie in [0, {num_classes}) (the columns of teacher_probs), "
+                                 f"got range [{int(lab.min())}, {int(lab.max())}]")
+    with torch.autocast(z.device.type, enabled=False):
+        dtype = _compute_dtype(z)
+        z, t = z.to(dtype), t.to(dtype)
+        probs = teacher_probs.detach().to(dtype)
+        s_batch = z @ t.T / temperature  # (N, N)
+        key_labels, s_all = labels, s_batch
+        if bank_keys is not None:
+            key_labels = torch.cat([labels, bank_labels])
+            s_all = torch.cat([s_batch, z @ bank_keys.to(dtype).T / temperature], dim=1)  # (N, N+K)
+        same_class = labels[:, None] == labels[None, :]  # (N, N)
+        neg_mask = labels[:, None] != key_labels[None, :]  # (N, N+K)
+
+        q = probs.gather(1, labels[:, None]).squeeze(1).clamp_min(1e-8)  # (N,)
+        log_pull = torch.log(alpha * q)
+        beta_i = beta / (q + 0.5) if adaptive_beta else torch.full_like(q, beta)
+        if beta == 0:
+            neg_mask = torch.zeros_like(neg_mask)
+            beta_i = torch.ones_like(q)  # unused: every negative is masked out
+        log_push = torch.log(beta_i)[:, None] + torch.log((1 - probs.index_select(1, key_labels)).clamp_min(1e-8))
+        neg_lse = _masked_logsumexp(s_all + log_push, neg_mask)  # (N,)
+        l_ip = F.softplus(neg_lse[:, None] - log_pull[:, None] - s_batch)  # (N, N)
+        per_anchor = torch.where(same_class, l_ip, 0.0).sum(1) / same_class.sum(1)
+        return per_anchor.mean() / alpha

@@ -1,0 +1,90 @@
+"""Momentum memory bank of teacher keys: one slot per training image (Wu et al. 2018; CRD)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class MomentumMemoryBank(nn.Module):
+    """`bank[i] <- normalize(m * bank[i] + (1 - m) * key)` for the images of each step, and a
+    uniform sample of k distinct slots as extra negatives.
+
+    Slots start as random unit vectors drawn from the bank's own seeded generator, which also
+    draws the samples; its state is part of `state_dict()`, so a resumed run samples the same
+    negatives.
+    """
+
+    def __init__(self, size: int, dim: int, labels: torch.Tensor, momentum: float = 0.5, seed: int = 0,
+                 device: torch.device | str | None = None):
+        super().__init__()
+        if size < 1 or dim < 1:
+            raise ValueError(f"bank size and dim must be >= 1, got size={size}, dim={dim}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
+        labels = torch.as_tensor(labels)
+        if labels.shape != (size,):
+            raise ValueError(f"labels must have shape ({size},), got {tuple(labels.shape)}")
+        device = torch.device(device) if device is not None else labels.device
+        self.momentum = momentum
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+        keys = torch.randn(size, dim, generator=self.generator, device=device)
+        self.register_buffer("keys", F.normalize(keys, dim=1))  # (size, dim)
+        self.register_buffer("labels", labels.to(device=device, dtype=torch.long))  # (size,)
+
+    @property
+    def size(self) -> int:
+        return self.keys.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.keys.shape[1]
+
+    @torch.no_grad()
+    def update(self, indices: torch.Tensor, keys: torch.Tensor, validate: bool = True) -> None:
+        """Momentum-update the slots `indices` (unique within a call) with `keys` (len(indices), dim)."""
+        if keys.dim() != 2 or keys.shape[1] != self.dim:
+            raise ValueError(f"keys must have shape (n, {self.dim}), got {tuple(keys.shape)}")
+        if indices.dim() != 1 or indices.shape[0] != keys.shape[0]:
+            raise ValueError(f"indices must be 1-D with {keys.shape[0]} entries, got {tuple(indices.shape)}")
+        if validate and indices.numel():
+            if int(indices.min()) < 0 or int(indices.max()) >= self.size:
+                raise ValueError(f"indices must lie in [0, {self.size}), got range "
+                                 f"[{int(indices.min())}, {int(indices.max())}]")
+            if torch.unique(indices).numel() != indices.numel():
+                raise ValueError("indices must be unique within one update (average the views of an image first)")
+        indices = indices.to(self.keys.device)
+        old = self.keys.index_select(0, indices)
+        new = self.momentum * old + (1 - self.momentum) * keys.detach().to(old.dtype)
+        self.keys.index_copy_(0, indices, F.normalize(new, dim=1))
+
+    @torch.no_grad()
+    def sample(self, k: int):
+        """k distinct slots, uniformly from the whole bank: `(keys (k, dim), labels (k,), indices (k,))`."""
+        if not 0 < k <= self.size:
+            raise ValueError(f"cannot sample k={k} slots from a bank of {self.size}")
+        indices = torch.randperm(self.size, generator=self.generator, device=self.keys.device)[:k]
+        return self.keys[indices], self.labels[indices], indices
+
+    def state_dict(self, *args, **kwargs):
+        state = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", "")
+        state[prefix + "generator_state"] = self.generator.get_state()
+        state[prefix + "momentum"] = torch.tensor(self.momentum, dtype=torch.float64)
+        return state
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        state = dict(state_dict)
+        generator_state = state.pop("generator_state", None)
+        momentum = state.pop("momentum", None)
+        if strict and generator_state is None:
+            raise ValueError("memory bank state has no generator_state")
+        if state["keys"].shape != self.keys.shape:
+            raise ValueError(f"memory bank shape {tuple(state['keys'].shape)} does not match {tuple(self.keys.shape)}")
+        result = super().load_state_dict(state, strict=strict, assign=assign)
+        if generator_state is not None:
+            self.generator.set_state(generator_state.cpu() if generator_state.device.type != "cpu" else generator_state)
+        if momentum is not None:
+            self.momentum = float(momentum)
+        return result

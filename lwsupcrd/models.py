@@ -1,0 +1,185 @@
+"""Backbones for CIFAR-sized images and the wrapper that adds the projection head.
+
+Every backbone exposes `forward_features(x) -> (N, feature_dim)`, a linear head `fc`
+and the attribute `feature_dim`. `create_model` is the one registry.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+
+class CifarResNet(ResNet):
+    """torchvision's ResNet with the CIFAR stem: 3x3 stride-1 first conv, no max-pool."""
+
+    def __init__(self, block, layers, num_classes: int, in_channels: int = 3):
+        super().__init__(block, layers, num_classes=num_classes)
+        self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+        self.maxpool = nn.Identity()
+        self.feature_dim = 512 * block.expansion
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(self.avgpool(x), 1)  # (N, feature_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.forward_features(x))
+
+
+class SmallCifarResNet(nn.Module):
+    """The three-stage CIFAR ResNets of He et al. (resnet20 ... resnet110, and the x4 variants
+    used in the CRD benchmark), assembled from torchvision's BasicBlock."""
+
+    def __init__(self, blocks_per_stage: int, widths: tuple[int, int, int, int], num_classes: int,
+                 in_channels: int = 3):
+        super().__init__()
+        self.inplanes = widths[0]
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = self._make_stage(widths[1], blocks_per_stage, stride=1)
+        self.layer2 = self._make_stage(widths[2], blocks_per_stage, stride=2)
+        self.layer3 = self._make_stage(widths[3], blocks_per_stage, stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.feature_dim = widths[3]
+        self.fc = nn.Linear(widths[3], num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def _make_stage(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes:
+            downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes, 1, stride=stride, bias=False),
+                                       nn.BatchNorm2d(planes))
+        layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes
+        layers += [BasicBlock(planes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return torch.flatten(self.avgpool(x), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.forward_features(x))
+
+
+class WideBasicBlock(nn.Module):
+    """Pre-activation block of Zagoruyko & Komodakis' wide ResNets."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.shortcut = None
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(x))
+        residual = x if self.shortcut is None else self.shortcut(out)
+        out = self.conv2(F.relu(self.bn2(self.conv1(out))))
+        return out + residual
+
+
+class WideResNet(nn.Module):
+    def __init__(self, depth: int, widen: int, num_classes: int, in_channels: int = 3):
+        super().__init__()
+        if (depth - 4) % 6:
+            raise ValueError(f"wide ResNet depth must be 6n+4, got {depth}")
+        n = (depth - 4) // 6
+        widths = [16, 16 * widen, 32 * widen, 64 * widen]
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)
+        stages, in_planes = [], widths[0]
+        for planes, stride in zip(widths[1:], (1, 2, 2)):
+            stages.append(nn.Sequential(*[WideBasicBlock(in_planes if i == 0 else planes, planes,
+                                                         stride if i == 0 else 1) for i in range(n)]))
+            in_planes = planes
+        self.block1, self.block2, self.block3 = stages
+        self.bn = nn.BatchNorm2d(widths[3])
+        self.feature_dim = widths[3]
+        self.fc = nn.Linear(widths[3], num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block3(self.block2(self.block1(self.conv1(x))))
+        x = F.relu(self.bn(x))
+        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.forward_features(x))
+
+
+def _small(blocks: int, widths=(16, 16, 32, 64)) -> Callable[..., nn.Module]:
+    return lambda num_classes, in_channels: SmallCifarResNet(blocks, widths, num_classes, in_channels)
+
+
+_X4 = (32, 64, 128, 256)
+
+MODEL_REGISTRY: dict[str, Callable[..., nn.Module]] = {
+    "resnet18": lambda nc, ic: CifarResNet(BasicBlock, [2, 2, 2, 2], nc, ic),
+    "resnet34": lambda nc, ic: CifarResNet(BasicBlock, [3, 4, 6, 3], nc, ic),
+    "resnet50": lambda nc, ic: CifarResNet(Bottleneck, [3, 4, 6, 3], nc, ic),
+    "resnet101": lambda nc, ic: CifarResNet(Bottleneck, [3, 4, 23, 3], nc, ic),
+    "resnet8": _small(1),
+    "resnet14": _small(2),
+    "resnet20": _small(3),
+    "resnet32": _small(5),
+    "resnet44": _small(7),
+    "resnet56": _small(9),
+    "resnet110": _small(18),
+    "resnet8x4": _small(1, _X4),
+    "resnet32x4": _small(5, _X4),
+    "wrn_16_2": lambda nc, ic: WideResNet(16, 2, nc, ic),
+    "wrn_40_2": lambda nc, ic: WideResNet(40, 2, nc, ic),
+}
+
+
+def create_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
+    """Build a backbone with its linear head by registry name."""
+    if name not in MODEL_REGISTRY:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODEL_REGISTRY))}")
+    if num_classes < 1 or in_channels < 1:
+        raise ValueError(f"num_classes and in_channels must be >= 1, got {num_classes}, {in_channels}")
+    return MODEL_REGISTRY[name](num_classes, in_channels)
+
+
+class ModelWrapper(nn.Module):
+    """Backbone + projection head (Linear -> ReLU -> Linear -> L2 norm) + linear classifier.
+
+    `forward(x)` returns `(features, projections, logits)`: the penultimate features (N, F),
+    the unit-norm projections (N, proj_dim) and the class logits (N, num_classes).
+    """
+
+    def __init__(self, arch: str, num_classes: int, proj_dim: int = 64, proj_hidden: int | None = None,
+                 in_channels: int = 3):
+        super().__init__()
+        self.arch = arch
+        self.backbone = create_model(arch, num_classes, in_channels)
+        self.feature_dim = self.backbone.feature_dim
+        hidden = proj_hidden or self.feature_dim
+        self.projection = nn.Sequential(nn.Linear(self.feature_dim, hidden), nn.ReLU(inplace=True),
+                                        nn.Linear(hidden, proj_dim))
+
+    @property
+    def classifier(self) -> nn.Linear:
+        return self.backbone.fc
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projection(features), dim=1)
+
+    def forward(self, x: torch.Tensor):
+        features = self.backbone.forward_features(x)
+        return features, self.project(features), self.backbone.fc(features)
