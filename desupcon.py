@@ -1,0 +1,169 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # LW-SupCRD: logit-weighted supervised contrastive representation distillation
+#
+# This notebook is generated from `desupcon.py` (the single source; edit that, then run
+# `jupytext --to ipynb desupcon.py -o DeSupCon.ipynb`). It runs the whole study top to bottom:
+#
+# 1. the teacher, trained with cross-entropy;
+# 2. the teacher's projection head, trained with SupCon on its frozen backbone;
+# 3. the students: undistilled, SupCon, CRD, LW-SupCRD with its alpha / beta / tau sweeps, and the
+#    memory-bank ablation;
+# 4. a linear probe on every backbone;
+# 5. the geometry of every representation, the figures, and the report.
+#
+# ```
+# python desupcon.py                                  # the paper study (CIFAR-100, ResNet-50 -> ResNet-18; GPU)
+# python desupcon.py --preset quick --dataset fashion-mnist --data-dir /usr/share/datasets/fashion-mnist
+# python desupcon.py --list                           # the runs, in order
+# python desupcon.py --only student_baseline_crd_resnet18_cifar100
+# ```
+#
+# Finished runs are cached in `pth_models/` and reused when their configuration matches; set
+# `FORCE_RETRAIN` (or pass `--force-retrain`) to train everything again, and
+# `FORCE_RETRAIN_BANK_ABLATION` (`--force-retrain-bank-ablation`) for the four bank runs only.
+# In Jupyter, flags can also be given through the environment variable `LWSUPCRD_ARGS`.
+
+# %% tags=["parameters"]
+FORCE_RETRAIN = False  # retrain every run even when a matching checkpoint exists
+FORCE_RETRAIN_BANK_ABLATION = False  # retrain only the four memory-bank ablation runs
+PRESET = "paper"  # paper | quick | smoke
+DATASET = None  # None: the preset's (cifar100); or cifar10, fashion-mnist
+DATA_DIR = "data"  # where the dataset lives (or is downloaded to)
+OUT_DIR = "."  # root of pth_models/, json_results/, plots/
+DEVICE = "auto"  # auto | cpu | cuda
+SEED = 0
+
+# %%
+import sys
+
+from lwsupcrd.study import Study, StudyConfig, estimate_cpu_hours, in_notebook, parse_args, validate
+from lwsupcrd.data import DataError
+
+config = parse_args(None, StudyConfig(preset=PRESET, dataset=DATASET, data_dir=DATA_DIR, out_dir=OUT_DIR,
+                                      device=DEVICE, seed=SEED, force_retrain=FORCE_RETRAIN,
+                                      force_retrain_bank_ablation=FORCE_RETRAIN_BANK_ABLATION))
+
+
+def stop(message: str):
+    """One clear line, then stop: an exit code in a shell, an exception in a notebook."""
+    if in_notebook():
+        raise RuntimeError(message)
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+try:
+    runs = validate(config)
+except ValueError as err:
+    stop(str(err))
+study = Study(config, runs)
+print("settings:", study.settings)
+print(f"device: {study.device}; outputs under {study.out.resolve()}")
+
+# %% [markdown]
+# ## The runs
+# Every run is a row of the registry; `--only` selects some and brings in what they need.
+
+# %%
+if config.list_runs:
+    for name in study.order():
+        print(f"{study.runs[name].stage:14s} {name}")
+    if not in_notebook():
+        sys.exit(0)
+
+# %% [markdown]
+# ## Data
+# The whole training split is held on the device as one uint8 tensor; both augmented views
+# (4-pixel padded random crop, horizontal flip) are produced there batch by batch.
+
+# %%
+try:
+    study.load_data()
+except DataError as err:
+    stop(str(err))
+print(f"train: {tuple(study.train.images.shape)}, test: {tuple(study.test.images.shape)}")
+if study.device.type == "cpu" and config.preset == "paper":
+    print(f"note: no GPU here. The paper study would take about {estimate_cpu_hours(study):.0f} hours on "
+          f"this CPU; `--preset quick` runs a CPU-sized version in minutes.")
+
+
+def run_stage(stage: str) -> None:
+    for name in study.order():
+        if study.runs[name].stage == stage:
+            try:
+                study.run(name)
+            except Exception as err:  # one line naming the run; finished runs stay on disk
+                if type(err).__name__ in ("NonFiniteError", "TrainingInterrupted", "CheckpointError"):
+                    stop(str(err))
+                raise
+
+
+# %% [markdown]
+# ## 1. Teacher
+# Cross-entropy training (paper preset: ResNet-50, SGD with momentum 0.9, lr 0.1, weight decay
+# 5e-4, cosine schedule, batch 128, 200 epochs).
+
+# %%
+run_stage("teacher")
+
+# %% [markdown]
+# ## 2. The teacher's projection head
+# The backbone is frozen; a 64-dimensional unit-norm projection head is trained with SupCon on
+# two views. Its keys are what the students are distilled against.
+
+# %%
+run_stage("projection")
+
+# %% [markdown]
+# ## 3. Students
+# Two views per image and a contrastive loss only (the undistilled student: cross-entropy only).
+# For CRD and LW-SupCRD the teacher backbone stays frozen while its projection head keeps
+# training with the student.
+
+# %%
+run_stage("baselines")
+
+# %% [markdown]
+# ### LW-SupCRD and its sweeps
+# alpha in {1, 2, 5, 10} (beta 10, tau 0.07), beta in {1, 5, 10, 12} (alpha 1), tau in
+# {0.05, 0.07}; adaptive beta on.
+
+# %%
+run_stage("lwsupcrd")
+
+# %% [markdown]
+# ### Memory-bank ablation
+# Weight decay 1e-4 and cosine annealing; a bank of teacher keys with one slot per training
+# image, momentum 0.5, 4,096 negatives per step.
+
+# %%
+run_stage("bank_ablation")
+
+# %% [markdown]
+# ## 4. Linear probe
+# Each backbone is frozen, features of un-augmented images are computed once, and a linear
+# classifier is trained on them.
+
+# %%
+supcon = next((r["metrics"].get("probe_test_acc") for n, r in study.results["runs"].items()
+               if "baseline_supcon" in n), None)
+print(f"{'run':58s} {'test':>7s} {'train':>7s} {'gap':>7s} {'vs SupCon':>9s}")
+for name in study.order():
+    m = study.results["runs"].get(name, {}).get("metrics", {})
+    if "probe_test_acc" in m:
+        delta = f"{m['probe_test_acc'] - supcon:+.2f}" if supcon is not None else ""
+        print(f"{name:58s} {m['probe_test_acc']:7.2f} {m['probe_train_acc']:7.2f} {m['probe_gap']:7.2f} {delta:>9s}")
+print(f"results: {study.results_path}")

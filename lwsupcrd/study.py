@@ -1,0 +1,431 @@
+"""The study: presets, the registry of runs in dependency order, and the runner that trains a
+run or reuses its cached checkpoint.
+
+Run names follow the original work: `teacher_<t>_<d>`, `teacher_<t>_<d>_with_projection`,
+`student_<what>_<s>_<d>`.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CheckpointError, environment, load_checkpoint, save_checkpoint, write_json
+from .data import DATASETS, DataError, Split, balanced_subset, dataset_info, load_split
+from .models import MODEL_REGISTRY, ModelWrapper
+from .probe import embed, linear_probe
+from .train import TrainingInterrupted, fit
+
+# ---------------------------------------------------------------- presets
+# Each preset is a complete set of defaults; CLI flags override single keys.
+PRESETS: dict[str, dict] = {
+    # the original protocol: CIFAR-100, ResNet-50 -> ResNet-18
+    "paper": dict(dataset="cifar100", teacher_arch="resnet50", student_arch="resnet18", train_subset=None,
+                  teacher_epochs=200, teacher_lr=0.1, projection_epochs=10, student_epochs=50, batch_size=128,
+                  student_lr=1e-3, bank_negatives=4096, probe_epochs=30, sweeps=True, bank_ablation=True),
+    # CPU-sized: small CIFAR ResNets, a class-balanced subset, few epochs, the main comparison only
+    "quick": dict(dataset="cifar100", teacher_arch="resnet20", student_arch="resnet8", train_subset=12_000,
+                  teacher_epochs=6, teacher_lr=0.05, projection_epochs=2, student_epochs=4, batch_size=128,
+                  student_lr=2e-3, bank_negatives=4096, probe_epochs=15, sweeps=False, bank_ablation=False),
+    # seconds: every run of the protocol on a tiny budget, for tests
+    "smoke": dict(dataset="cifar100", teacher_arch="resnet8", student_arch="resnet8", train_subset=None,
+                  teacher_epochs=1, teacher_lr=0.05, projection_epochs=1, student_epochs=1, batch_size=32,
+                  student_lr=1e-3, bank_negatives=64, probe_epochs=2, sweeps=True, bank_ablation=True),
+}
+ALPHAS, BETAS, TAUS = (1.0, 2.0, 5.0, 10.0), (1.0, 5.0, 10.0, 12.0), (0.05, 0.07)
+DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_TAU = 1.0, 10.0, 0.07
+
+
+@dataclass
+class Run:
+    name: str
+    stage: str
+    cfg: dict
+    requires: tuple[str, ...] = ()
+
+    @property
+    def bank_ablation(self) -> bool:
+        return self.stage == "bank_ablation"
+
+
+@dataclass
+class StudyConfig:
+    preset: str = "paper"
+    dataset: str | None = None
+    data_dir: str = "data"
+    out_dir: str = "."
+    device: str = "auto"
+    teacher_arch: str | None = None
+    student_arch: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    seed: int = 0
+    force_retrain: bool = False
+    force_retrain_bank_ablation: bool = False
+    only: list[str] | None = None
+    list_runs: bool = False
+    progress: bool = True
+    resolved: dict = field(default_factory=dict)
+
+    def settings(self) -> dict:
+        """The preset with the overrides applied: what every run is built from."""
+        s = dict(PRESETS[self.preset])
+        for key in ("dataset", "teacher_arch", "student_arch", "batch_size"):
+            if getattr(self, key) is not None:
+                s[key] = getattr(self, key)
+        if self.epochs is not None:
+            s["student_epochs"] = self.epochs
+        s["seed"] = self.seed
+        return s
+
+
+def fmt(x: float) -> str:
+    return repr(float(x))
+
+
+def build_runs(settings: dict) -> list[Run]:
+    """Every run of the protocol for these settings, each after the runs it needs."""
+    d, t, s = settings["dataset"], settings["teacher_arch"], settings["student_arch"]
+    info = DATASETS[d]
+    common = dict(dataset=d, num_classes=info.num_classes, in_channels=info.channels,
+                  train_subset=settings["train_subset"], batch_size=settings["batch_size"],
+                  seed=settings["seed"], proj_dim=64, probe_epochs=settings["probe_epochs"])
+    teacher_name = f"teacher_{t}_{d}"
+    proj_name = f"{teacher_name}_with_projection"
+    runs = [
+        Run(teacher_name, "teacher", dict(common, method="ce", arch=t, epochs=settings["teacher_epochs"],
+                                          optimizer="sgd", lr=settings["teacher_lr"], momentum=0.9,
+                                          weight_decay=5e-4, schedule="cosine")),
+        Run(proj_name, "projection", dict(common, method="projection", arch=t, epochs=settings["projection_epochs"],
+                                          optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="constant",
+                                          temperature=DEFAULT_TAU), (teacher_name,)),
+    ]
+    student = dict(common, arch=s, epochs=settings["student_epochs"], optimizer="adam", lr=settings["student_lr"],
+                   weight_decay=0.0, schedule="constant")
+
+    def lw(alpha, beta, tau, **extra):
+        return dict(student, method="lwsupcrd", alpha=alpha, beta=beta, temperature=tau, adaptive_beta=True, **extra)
+
+    runs += [
+        Run(f"student_undistilled_{s}_{d}", "baselines", dict(student, method="undistilled")),
+        Run(f"student_baseline_supcon_{s}_{d}", "baselines", dict(student, method="supcon", temperature=DEFAULT_TAU)),
+        Run(f"student_baseline_crd_{s}_{d}", "baselines", dict(student, method="crd", temperature=DEFAULT_TAU),
+            (proj_name,)),
+    ]
+    grid = [(DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_TAU)]
+    if settings["sweeps"]:
+        grid = ([(a, DEFAULT_BETA, DEFAULT_TAU) for a in ALPHAS] + [(DEFAULT_ALPHA, b, DEFAULT_TAU) for b in BETAS]
+                + [(DEFAULT_ALPHA, DEFAULT_BETA, tau) for tau in TAUS])
+    seen = set()
+    for a, b, tau in grid:
+        name = f"student_alpha_{fmt(a)}_beta_{fmt(b)}_temp_{fmt(tau)}_{s}_{d}"
+        if name not in seen:
+            seen.add(name)
+            runs.append(Run(name, "lwsupcrd", lw(a, b, tau), (proj_name,)))
+    k = settings["bank_negatives"]
+    ablation = dict(weight_decay=1e-4, schedule="cosine")
+    bank = dict(bank_negatives=k, bank_momentum=0.5)
+    if settings["bank_ablation"]:
+        runs += [
+            Run(f"student_baseline_crd_nobank_{s}_{d}", "bank_ablation",
+                dict(student, method="crd", temperature=DEFAULT_TAU, **ablation), (proj_name,)),
+            Run(f"student_baseline_crd_bank{k}_{s}_{d}", "bank_ablation",
+                dict(student, method="crd", temperature=DEFAULT_TAU, **ablation, **bank), (proj_name,)),
+            Run(f"student_lwsupcrd_nobank_{s}_{d}", "bank_ablation",
+                lw(DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_TAU, **ablation), (proj_name,)),
+        ]
+    runs.append(Run(f"student_lwsupcrd_bank{k}_{s}_{d}", "bank_ablation",
+                    lw(DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_TAU, **ablation, **bank), (proj_name,)))
+    return runs
+
+
+# ---------------------------------------------------------------- command line
+def in_notebook() -> bool:
+    return "ipykernel" in sys.modules and "IPython" in sys.modules
+
+
+def parse_args(argv: list[str] | None, defaults: StudyConfig) -> StudyConfig:
+    """Parse desupcon.py's flags over `defaults` (the script's parameter block). Inside a Jupyter
+    kernel sys.argv belongs to the kernel: flags then come from $LWSUPCRD_ARGS only."""
+    if argv is None:
+        argv = shlex.split(os.environ.get("LWSUPCRD_ARGS", "")) if in_notebook() else sys.argv[1:]
+    p = argparse.ArgumentParser(prog="desupcon.py", description="Run the LW-SupCRD study.")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=defaults.preset)
+    p.add_argument("--dataset", choices=sorted(DATASETS), default=defaults.dataset)
+    p.add_argument("--data-dir", default=defaults.data_dir)
+    p.add_argument("--out-dir", default=defaults.out_dir, help="root of pth_models/, json_results/, plots/")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=defaults.device)
+    p.add_argument("--teacher-arch", choices=sorted(MODEL_REGISTRY), default=defaults.teacher_arch)
+    p.add_argument("--student-arch", choices=sorted(MODEL_REGISTRY), default=defaults.student_arch)
+    p.add_argument("--epochs", type=int, default=defaults.epochs, help="student epochs")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--force-retrain", action="store_true", default=defaults.force_retrain)
+    p.add_argument("--force-retrain-bank-ablation", action="store_true",
+                   default=defaults.force_retrain_bank_ablation)
+    p.add_argument("--only", default=",".join(defaults.only or []) or None, help="NAME[,NAME...]")
+    p.add_argument("--list", dest="list_runs", action="store_true", help="print the runs in order and exit")
+    a = p.parse_args(argv)
+    cfg = copy.copy(defaults)
+    for key, value in vars(a).items():
+        setattr(cfg, key, value)
+    cfg.only = [x.strip() for x in a.only.split(",") if x.strip()] if a.only else None
+    cfg.progress = not os.environ.get("TQDM_DISABLE")
+    return cfg
+
+
+def validate(cfg: StudyConfig) -> list[Run]:
+    """Check everything that can be checked before any work; raise ValueError with one line."""
+    if cfg.preset not in PRESETS:
+        raise ValueError(f"unknown preset {cfg.preset!r}; choose from {', '.join(PRESETS)}")
+    s = cfg.settings()
+    dataset_info(s["dataset"])
+    for key in ("teacher_arch", "student_arch"):
+        if s[key] not in MODEL_REGISTRY:
+            raise ValueError(f"unknown {key.replace('_', ' ')} {s[key]!r}; choose from {', '.join(sorted(MODEL_REGISTRY))}")
+    if s["batch_size"] < 2:
+        raise ValueError(f"batch size must be >= 2 (contrastive losses need pairs), got {s['batch_size']}")
+    if s["student_epochs"] < 1:
+        raise ValueError(f"epochs must be >= 1, got {s['student_epochs']}")
+    train_size = s["train_subset"] or DATASETS[s["dataset"]].train_size
+    if s["batch_size"] > train_size:
+        raise ValueError(f"batch size {s['batch_size']} exceeds the training set ({train_size} images)")
+    if s["bank_negatives"] > train_size:
+        raise ValueError(f"bank negatives {s['bank_negatives']} exceed the bank size (one slot per training "
+                         f"image: {train_size})")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but no CUDA device is available; use --device cpu or auto")
+    runs = build_runs(s)
+    names = [r.name for r in runs]
+    for name in cfg.only or []:
+        if name not in names:
+            raise ValueError(f"unknown run {name!r}; --list prints the {len(names)} runs of this preset")
+    out = Path(cfg.out_dir)
+    try:
+        for sub in ("pth_models", "json_results/training_logs", "plots"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+        probe = out / "json_results" / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"out-dir {out} is not writable: {err.strerror or err}") from None
+    return runs
+
+
+# ---------------------------------------------------------------- the runner
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def config_diff(old: dict, new: dict) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+class Study:
+    """Trains or loads each run, evaluates it with the linear probe, and keeps the results file."""
+
+    def __init__(self, cfg: StudyConfig, runs: list[Run] | None = None):
+        self.cfg = cfg
+        self.settings = cfg.settings()
+        self.runs = {r.name: r for r in (runs or build_runs(self.settings))}
+        self.info = dataset_info(self.settings["dataset"])
+        self.device = resolve_device(cfg.device)
+        self.out = Path(cfg.out_dir)
+        self.models_dir = self.out / "pth_models"
+        self.logs_dir = self.out / "json_results" / "training_logs"
+        self.plots_dir = self.out / "plots"
+        self.results_path = (self.out / "json_results" /
+                             f"comprehensive_results_{self.settings['student_arch']}_{self.settings['dataset']}.json")
+        self.models: dict[str, ModelWrapper] = {}
+        self.fingerprints: dict[str, str] = {}
+        self.results = self._load_results()
+        self.train: Split | None = None
+        self.test: Split | None = None
+        self.after_run = []  # callables(study, run, model, cached) -- the analysis hooks in here
+
+    def _load_results(self) -> dict:
+        if self.results_path.exists():
+            try:
+                data = json.loads(self.results_path.read_text())
+                if data.get("settings") == self.settings:
+                    return data
+            except (json.JSONDecodeError, OSError):
+                print(f"results file {self.results_path} is unreadable; starting a new one")
+        return {"settings": self.settings, "environment": environment(), "runs": {}}
+
+    def load_data(self) -> None:
+        s = self.settings
+        train = load_split(s["dataset"], self.cfg.data_dir, "train")
+        if s["train_subset"]:
+            train = balanced_subset(train, s["train_subset"], s["seed"])
+        test = load_split(s["dataset"], self.cfg.data_dir, "test")
+        for split in (train, test):
+            if split.images.shape[1:] != (self.info.channels, self.info.size, self.info.size):
+                raise DataError(f"{s['dataset']} images have shape {tuple(split.images.shape[1:])}, expected "
+                                f"{(self.info.channels, self.info.size, self.info.size)}")
+        self.train, self.test = train.to(self.device), test.to(self.device)
+
+    def order(self) -> list[str]:
+        """The selected runs and, before them, what they need."""
+        wanted = self.cfg.only or list(self.runs)
+        ordered: list[str] = []
+
+        def visit(name):
+            for dep in self.runs[name].requires:
+                visit(dep)
+            if name not in ordered:
+                ordered.append(name)
+
+        for name in wanted:
+            visit(name)
+        return ordered
+
+    def run_config(self, run: Run) -> dict:
+        cfg = dict(run.cfg, train_size=len(self.train), channels_last=self.device.type == "cuda")
+        if run.requires:
+            cfg["requires"] = {dep: self.fingerprints[dep] for dep in run.requires}
+        return cfg
+
+    def forced(self, run: Run) -> bool:
+        return self.cfg.force_retrain or (self.cfg.force_retrain_bank_ablation and run.bank_ablation)
+
+    def run(self, name: str) -> ModelWrapper:
+        """Load or train one run (and, first, what it needs); evaluate; record; return the model."""
+        if name in self.models:
+            return self.models[name]
+        run = self.runs[name]
+        for dep in run.requires:
+            self.run(dep)
+        cfg = self.run_config(run)
+        path = self.models_dir / f"{name}.pth"
+        model, ckpt, why = None, None, "no checkpoint"
+        if self.forced(run):
+            why = "forced"
+        elif path.exists():
+            try:
+                ckpt = load_checkpoint(path, map_location=self.device)
+            except CheckpointError as err:
+                why = f"{err}; retraining"
+                print(why)
+            else:
+                diff = config_diff(ckpt["config"], cfg)
+                if not diff:
+                    model = self._model(cfg)
+                    model.load_state_dict(ckpt["state_dict"])
+                    why = "cached"
+                else:
+                    why = "config changed (" + "; ".join(diff) + ")"
+                    ckpt = None
+        cached = model is not None
+        if not cached:
+            print(f"== {name}: training ({why})")
+            print("   config: " + json.dumps(cfg, sort_keys=True))
+            model, ckpt = self._train(run, cfg, path)
+        self.models[name] = model
+        self.fingerprints[name] = ckpt["weights_sha256"]
+        entry = {"stage": run.stage, "config": cfg, "metrics": ckpt["metrics"], "cached": cached,
+                 "checkpoint": str(path.relative_to(self.out)) if path.is_relative_to(self.out) else str(path),
+                 "environment": ckpt.get("environment", {})}
+        previous = self.results["runs"].get(name, {})
+        if cached and previous.get("config") == cfg and "analysis" in previous:
+            entry["analysis"] = previous["analysis"]
+        self.results["runs"][name] = entry
+        for hook in self.after_run:
+            hook(self, run, model, cached)
+        self.save_results()
+        summary = ", ".join(f"{k} {v:.2f}" for k, v in ckpt["metrics"].items()
+                            if isinstance(v, float) and k.endswith("acc"))
+        print(f"== {name}: {'cached' if cached else 'trained in %.1fs' % ckpt['metrics'].get('train_seconds', 0)}"
+              + (f"; {summary}" if summary else ""))
+        return model
+
+    def save_results(self) -> None:
+        self.results["environment"] = environment()
+        write_json(self.results_path, self.results)
+
+    def _model(self, cfg: dict) -> ModelWrapper:
+        torch.manual_seed(cfg["seed"])
+        model = ModelWrapper(cfg["arch"], cfg["num_classes"], proj_dim=cfg["proj_dim"],
+                             in_channels=cfg["in_channels"]).to(self.device)
+        if cfg.get("channels_last"):
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def _train(self, run: Run, cfg: dict, path: Path):
+        model = self._model(cfg)
+        teacher = None
+        proj_name = next((d for d in run.requires if d.endswith("_with_projection")), None)
+        if cfg["method"] == "projection":
+            model.load_state_dict(self.models[run.requires[0]].state_dict())
+        elif proj_name is not None:
+            teacher = self._model(self.runs[proj_name].cfg | {"channels_last": cfg.get("channels_last")})
+            teacher.load_state_dict(self.models[proj_name].state_dict())
+            teacher.requires_grad_(False)
+            teacher.projection.requires_grad_(True)
+            frozen = {k: v.clone() for k, v in teacher.backbone.state_dict().items()}
+        log_path = self.logs_dir / f"{run.name}.json"
+        log = {"run": run.name, "config": cfg, "environment": {**environment(), "device": str(self.device)},
+               "epochs": []}
+
+        def on_epoch(row):
+            log["epochs"].append(row)
+            write_json(log_path, log)
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "lr", "epoch_seconds"))
+            print(f"   epoch {row['epoch']}/{cfg['epochs']}: {shown} ({row['epoch_seconds']:.1f}s)")
+
+        start = time.perf_counter()
+        history = fit(run.name, cfg, model, self.train, self.info, self.device, teacher=teacher,
+                      resume_path=path.with_suffix(".resume.pth"), on_epoch=on_epoch, progress=self.cfg.progress)
+        log["epochs"] = history
+        train_seconds = time.perf_counter() - start
+        if teacher is not None:
+            after = teacher.backbone.state_dict()
+            moved = [k for k, v in frozen.items() if not torch.equal(v, after[k])]
+            if moved:
+                raise RuntimeError(f"[{run.name}] the frozen teacher backbone changed during distillation: "
+                                   + ", ".join(moved[:5]))
+        metrics = {"train_seconds": train_seconds, **self.evaluate(run, cfg, model)}
+        ckpt = save_checkpoint(path, model.state_dict(), cfg, metrics)
+        log["metrics"] = metrics
+        write_json(log_path, log)
+        path.with_suffix(".resume.pth").unlink(missing_ok=True)
+        return model, ckpt
+
+    def evaluate(self, run: Run, cfg: dict, model: ModelWrapper) -> dict:
+        if run.stage == "projection":
+            return {}
+        cl = bool(cfg.get("channels_last"))
+        train_f, _, _ = embed(model, self.train.images, self.info, channels_last=cl)
+        test_f, _, test_logits = embed(model, self.test.images, self.info, channels_last=cl)
+        metrics = linear_probe(train_f, self.train.labels, test_f, self.test.labels, self.info.num_classes,
+                               epochs=cfg["probe_epochs"], seed=cfg["seed"])
+        if cfg["method"] in ("ce", "undistilled"):
+            metrics["head_test_acc"] = float((test_logits.argmax(1) == self.test.labels).float().mean()) * 100
+        return metrics
+
+
+def estimate_cpu_hours(study: Study) -> float:
+    """Time one training step of the teacher and of a distilled student here, and extrapolate."""
+    s = study.settings
+    steps = (s["train_subset"] or study.info.train_size) // s["batch_size"]
+    x = torch.randn(8, study.info.channels, study.info.size, study.info.size)
+    seconds = 0.0
+    for arch, epochs, views in ((s["teacher_arch"], s["teacher_epochs"], 1), (s["student_arch"], s["student_epochs"], 3)):
+        model = ModelWrapper(arch, study.info.num_classes, in_channels=study.info.channels)
+        start = time.perf_counter()
+        model(x)[2].sum().backward()
+        per_image = (time.perf_counter() - start) / len(x)
+        n_runs = 1 if views == 1 else sum(r.stage not in ("teacher", "projection") for r in study.runs.values())
+        seconds += per_image * views * s["batch_size"] * steps * epochs * n_runs
+    return seconds / 3600

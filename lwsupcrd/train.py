@@ -1,0 +1,342 @@
+"""The training loop shared by every run: teacher cross-entropy, the teacher's projection head,
+and the students (undistilled, SupCon, CRD, LW-SupCRD, with or without a memory bank).
+
+The split stays on the device as uint8; each step draws a batch from a seeded permutation and
+augments it there. Each method's step returns `(loss, parts, correct)`, where `parts` names the
+loss terms; those names are the columns of the training log. After every epoch the complete
+training state goes to a resume checkpoint, so rerunning after a kill continues bit for bit.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .checkpoint import CheckpointError, atomic_write, safe_load
+from .data import DatasetInfo, Split, augment
+from .losses import crd_loss, lw_supcrd_loss, supcon_loss
+from .memory_bank import MomentumMemoryBank
+from .models import ModelWrapper
+
+METHODS = ("ce", "projection", "undistilled", "supcon", "crd", "lwsupcrd")
+RESUME_FORMAT = "lwsupcrd-resume-v1"
+
+
+class NonFiniteError(RuntimeError):
+    """A loss or gradient became NaN or infinite; training stopped before saving anything from it."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """Ctrl-C during training; the resume checkpoint of the last finished epoch is on disk."""
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # (B, C, H, W) uint8
+    labels: torch.Tensor  # (B,)
+    slots: torch.Tensor  # (B,) position in the training set: instance id and memory-bank slot
+
+
+@dataclass
+class StepContext:
+    cfg: dict
+    info: DatasetInfo
+    model: ModelWrapper
+    teacher: ModelWrapper | None
+    bank: MomentumMemoryBank | None
+    generator: torch.Generator
+    validate: bool
+    extra: dict = field(default_factory=dict)
+
+
+def _two_views(ctx: StepContext, batch: Batch) -> torch.Tensor:
+    x = torch.cat([augment(batch.images, ctx.info, ctx.generator), augment(batch.images, ctx.info, ctx.generator)])
+    return x.contiguous(memory_format=torch.channels_last) if ctx.cfg.get("channels_last") else x
+
+
+def step_ce(ctx, batch):
+    x = augment(batch.images, ctx.info, ctx.generator)
+    if ctx.cfg.get("channels_last"):
+        x = x.contiguous(memory_format=torch.channels_last)
+    logits = ctx.model.classifier(ctx.model.backbone.forward_features(x))
+    loss = F.cross_entropy(logits.float(), batch.labels)
+    return loss, {"ce": loss}, (logits.argmax(1) == batch.labels).sum(), len(batch.labels)
+
+
+def step_undistilled(ctx, batch):
+    x, labels = _two_views(ctx, batch), batch.labels.repeat(2)
+    logits = ctx.model.classifier(ctx.model.backbone.forward_features(x))
+    loss = F.cross_entropy(logits.float(), labels)
+    return loss, {"ce": loss}, (logits.argmax(1) == labels).sum(), len(labels)
+
+
+def step_projection(ctx, batch):
+    x, labels = _two_views(ctx, batch), batch.labels.repeat(2)
+    with torch.inference_mode():
+        features = ctx.model.backbone.forward_features(x)
+    z = ctx.model.project(features.clone())
+    loss = supcon_loss(z, labels, ctx.cfg["temperature"], validate=ctx.validate)
+    return loss, {"supcon": loss}, None, 0
+
+
+def step_supcon(ctx, batch):
+    x, labels = _two_views(ctx, batch), batch.labels.repeat(2)
+    _, z, _ = ctx.model(x)
+    loss = supcon_loss(z, labels, ctx.cfg["temperature"], validate=ctx.validate)
+    return loss, {"supcon": loss}, None, 0
+
+
+def _teacher_keys(ctx, x):
+    with torch.inference_mode():
+        features = ctx.teacher.backbone.forward_features(x)
+        probs = torch.softmax(ctx.teacher.classifier(features).float(), dim=1)
+    t = ctx.teacher.project(features.clone())  # the teacher's head keeps training
+    return t, probs.clone()
+
+
+def _distill(ctx, batch, loss_name):
+    cfg = ctx.cfg
+    x, labels, slots = _two_views(ctx, batch), batch.labels.repeat(2), batch.slots.repeat(2)
+    _, z, _ = ctx.model(x)
+    t, probs = _teacher_keys(ctx, x)
+    bank_keys = bank_labels = bank_ids = None
+    if ctx.bank is not None:
+        bank_keys, bank_labels, bank_ids = ctx.bank.sample(cfg["bank_negatives"])
+    if loss_name == "crd":
+        loss = crd_loss(z, t, slots, cfg["temperature"], bank_keys, bank_ids, validate=ctx.validate)
+    else:
+        loss = lw_supcrd_loss(z, t, labels, probs, cfg["alpha"], cfg["beta"], cfg["temperature"],
+                              cfg["adaptive_beta"], bank_keys, bank_labels, validate=ctx.validate)
+    if ctx.bank is not None:
+        b = len(batch.slots)
+        ctx.extra["bank_update"] = (batch.slots, ((t[:b] + t[b:]) / 2).detach())
+    return loss, {loss_name: loss}, None, 0
+
+
+STEPS: dict[str, Callable] = {
+    "ce": step_ce,
+    "undistilled": step_undistilled,
+    "projection": step_projection,
+    "supcon": step_supcon,
+    "crd": lambda ctx, batch: _distill(ctx, batch, "crd"),
+    "lwsupcrd": lambda ctx, batch: _distill(ctx, batch, "lw_supcrd"),
+}
+
+
+def trainable_parameters(method: str, model: ModelWrapper, teacher: ModelWrapper | None) -> list[nn.Parameter]:
+    if method == "projection":
+        return list(model.projection.parameters())
+    params = list(model.parameters())
+    if method in ("crd", "lwsupcrd"):
+        params += list(teacher.projection.parameters())
+    return params
+
+
+def build_optimizer(cfg: dict, params, device: torch.device) -> torch.optim.Optimizer:
+    fused = device.type == "cuda"
+    if cfg["optimizer"] == "sgd":
+        return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg.get("momentum", 0.9),
+                               weight_decay=cfg["weight_decay"], nesterov=False, fused=fused or None)
+    if cfg["optimizer"] == "adam":
+        return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=fused or None)
+    raise ValueError(f"unknown optimizer {cfg['optimizer']!r}; choose sgd or adam")
+
+
+def build_scheduler(cfg: dict, optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    if cfg["schedule"] == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg["epochs"])
+    if cfg["schedule"] == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+    raise ValueError(f"unknown schedule {cfg['schedule']!r}; choose cosine or constant")
+
+
+def rng_state(generator: torch.Generator) -> dict:
+    np_state = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(), "augment": generator.get_state(),
+             "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                       "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, generator: torch.Generator) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["augment"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_python(x):
+    return x if isinstance(x, (int, float)) else float(x)
+
+
+def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: DatasetInfo, device: torch.device,
+        teacher: ModelWrapper | None = None, resume_path: str | Path | None = None,
+        on_epoch: Callable[[dict], None] | None = None, progress: bool = True) -> list[dict]:
+    """Train `model` (and, for distillation, the teacher's projection head) for cfg["epochs"].
+
+    `train` must already be on `device`. Returns one row per epoch. Writes `resume_path` after each
+    epoch and resumes from it when it exists and was written with the same `cfg`.
+    """
+    method = cfg["method"]
+    if method not in STEPS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(STEPS)}")
+    if method in ("crd", "lwsupcrd") and teacher is None:
+        raise ValueError(f"method {method} needs a teacher")
+    n, batch_size = len(train), cfg["batch_size"]
+    if not 2 <= batch_size <= n:
+        raise ValueError(f"batch_size must lie in [2, {n}] (the training set size), got {batch_size}")
+
+    generator = torch.Generator(device=device)
+    generator.manual_seed(cfg["seed"])
+    bank = None
+    if cfg.get("bank_negatives"):
+        bank = MomentumMemoryBank(n, teacher.projection[-1].out_features, train.labels,
+                                  momentum=cfg["bank_momentum"], seed=cfg["seed"], device=device)
+    params = trainable_parameters(method, model, teacher)
+    optimizer = build_optimizer(cfg, params, device)
+    scheduler = build_scheduler(cfg, optimizer)
+    history: list[dict] = []
+    start_epoch = 0
+
+    resume_path = Path(resume_path) if resume_path else None
+    if resume_path is not None and resume_path.exists():
+        try:
+            state = safe_load(resume_path, map_location=device)
+        except CheckpointError as err:
+            print(f"[{run_name}] ignoring resume checkpoint: {err}")
+            state = None
+        if state is not None and state.get("format") == RESUME_FORMAT and state.get("config") == cfg:
+            model.load_state_dict(state["model"])
+            if teacher is not None and "teacher_projection" in state:
+                teacher.projection.load_state_dict(state["teacher_projection"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if bank is not None:
+                bank.load_state_dict(state["bank"])
+            set_rng_state(state["rng"], generator)
+            history, start_epoch = list(state["history"]), int(state["epoch"])
+            print(f"[{run_name}] resuming after epoch {start_epoch}/{cfg['epochs']} from {resume_path}")
+        elif state is not None:
+            print(f"[{run_name}] resume checkpoint {resume_path} is for another config; starting afresh")
+
+    ctx = StepContext(cfg, info, model, teacher, bank, generator, validate=device.type != "cuda")
+    step_fn = STEPS[method]
+    use_amp = device.type == "cuda" and cfg.get("amp", True)
+    steps_per_epoch = n // batch_size
+    views = 1 if method == "ce" else 2
+
+    def save_resume(epoch: int) -> None:
+        if resume_path is None:
+            return
+        state = {"format": RESUME_FORMAT, "config": cfg, "epoch": epoch, "model": model.state_dict(),
+                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "rng": rng_state(generator), "history": history}
+        if teacher is not None:
+            state["teacher_projection"] = teacher.projection.state_dict()
+        if bank is not None:
+            state["bank"] = bank.state_dict()
+        atomic_write(resume_path, lambda tmp: torch.save(state, tmp))
+
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # progress bars are optional
+        tqdm = None
+    kill_after = os.environ.get("LWSUPCRD_TEST_KILL_AFTER_STEPS")  # test hook: SIGKILL ourselves mid-epoch
+    global_step = 0
+
+    try:
+        for epoch in range(start_epoch, cfg["epochs"]):
+            model.train()
+            if method == "projection":
+                model.backbone.eval()
+            if teacher is not None:
+                teacher.backbone.eval()
+            start = time.perf_counter()
+            perm = torch.randperm(n, generator=generator, device=device)
+            sums = {}
+            correct_total = torch.zeros((), device=device, dtype=torch.long)
+            seen_total = 0
+            bad_step = torch.full((), -1, device=device, dtype=torch.long)
+            bar = None
+            if progress and tqdm is not None:
+                bar = tqdm(total=steps_per_epoch, desc=f"{run_name} {epoch + 1}/{cfg['epochs']}", leave=False,
+                           unit="step", disable=bool(os.environ.get("TQDM_DISABLE")))
+            for step in range(steps_per_epoch):
+                idx = perm[step * batch_size:(step + 1) * batch_size]
+                batch = Batch(train.images[idx], train.labels[idx], idx)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    loss, parts, correct, seen = step_fn(ctx, batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+                finite = torch.isfinite(loss) & torch.isfinite(grad_norm)
+                if ctx.validate:
+                    if not bool(finite):
+                        raise NonFiniteError(
+                            f"[{run_name}] non-finite {'loss' if not torch.isfinite(loss) else 'gradient'} at "
+                            f"epoch {epoch + 1}, step {step + 1}: "
+                            + ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items())
+                            + f", grad_norm={float(grad_norm):.4g}; the last good checkpoint is kept")
+                else:
+                    bad_step = torch.where((bad_step < 0) & ~finite, step, bad_step)
+                optimizer.step()
+                if "bank_update" in ctx.extra:
+                    bank.update(*ctx.extra.pop("bank_update"), validate=ctx.validate)
+                for k, v in {"loss": loss, **parts}.items():
+                    sums[k] = sums.get(k, 0) + v.detach().float()
+                if correct is not None:
+                    correct_total += correct
+                    seen_total += seen
+                if bar is not None and (step % 10 == 0 or step == steps_per_epoch - 1):
+                    elapsed = time.perf_counter() - start
+                    shown = {"img_s": f"{(step + 1) * batch_size / elapsed:.0f}"}
+                    if ctx.validate:  # reading the loss syncs the host: only where that is free
+                        shown["loss"] = f"{float(loss):.4f}"
+                    bar.set_postfix(shown)
+                if bar is not None:
+                    bar.update(1)
+                global_step += 1
+                if kill_after and global_step == int(kill_after):
+                    os.kill(os.getpid(), 9)
+            if bar is not None:
+                bar.close()
+            if int(bad_step) >= 0:
+                raise NonFiniteError(f"[{run_name}] non-finite loss or gradient at epoch {epoch + 1}, step "
+                                     f"{int(bad_step) + 1}: epoch means "
+                                     + ", ".join(f"{k}={float(v) / steps_per_epoch:.4g}" for k, v in sums.items())
+                                     + "; the last good checkpoint is kept")
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - start
+            row = {"epoch": epoch + 1, **{k: float(v) / steps_per_epoch for k, v in sums.items()},
+                   "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": seconds,
+                   "images_per_second": steps_per_epoch * batch_size / seconds}
+            if seen_total:
+                row["train_acc"] = float(correct_total) / seen_total * 100
+            scheduler.step()
+            history.append(row)
+            for name, p in model.named_parameters():
+                if not bool(torch.isfinite(p).all()):
+                    raise NonFiniteError(f"[{run_name}] parameter {name} became non-finite in epoch {epoch + 1}")
+            save_resume(epoch + 1)
+            if on_epoch is not None:
+                on_epoch(row)
+    except KeyboardInterrupt:
+        done = len(history)
+        where = f"epoch {done} is saved in {resume_path}" if resume_path and done else "nothing was saved yet"
+        raise TrainingInterrupted(f"[{run_name}] interrupted; {where}. Rerun the same command to resume.") from None
+    return history
