@@ -77,8 +77,8 @@ def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
 
 
 def environment() -> dict[str, Any]:
-    env = {"torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
-           "cuda": torch.version.cuda, "cpu_threads": torch.get_num_threads()}
+    env = {"torch": str(torch.__version__), "python": platform.python_version(), "platform": platform.platform(),
+           "cuda": str(torch.version.cuda), "cpu_threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)
     try:
@@ -103,6 +103,25 @@ def _cpu(obj):
     return obj
 
 
+def plain(obj: Any) -> Any:
+    """Only tensors and plain Python values go into a checkpoint: what weights_only can load."""
+    if isinstance(obj, torch.Tensor) or obj is None or type(obj) in (bool, int, float, str):
+        return obj
+    if isinstance(obj, str):
+        return str(obj)
+    if isinstance(obj, bool):
+        return bool(obj)
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj)
+    if isinstance(obj, dict):
+        return {plain(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj) if type(obj) in (list, tuple) else [plain(v) for v in obj]
+    raise TypeError(f"{type(obj).__name__} cannot go into a checkpoint: store plain values")
+
+
 def save_checkpoint(path: str | Path, state_dict: dict, config: dict, metrics: dict | None = None,
                     extra: dict | None = None) -> dict:
     state_dict = _cpu(state_dict)
@@ -111,7 +130,7 @@ def save_checkpoint(path: str | Path, state_dict: dict, config: dict, metrics: d
             raise CheckpointError(f"refusing to save {path}: {name} holds non-finite values")
     ckpt = {"format": FORMAT, "state_dict": state_dict, "config": config, "metrics": metrics or {},
             "environment": environment(), "weights_sha256": weights_sha256(state_dict)}
-    ckpt.update(extra or {})
+    ckpt = plain({**ckpt, **(extra or {})})
     atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
     return ckpt
 
@@ -122,9 +141,9 @@ def safe_load(path: str | Path, map_location="cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()
-        raise CheckpointError(f"{path}: refused to load, it holds objects other than tensors and plain "
-                              f"values ({first[-1] if first else 'unsafe pickle'})") from None
+        lines = [line.strip() for line in str(err).splitlines() if "Unsupported" in line or "unsupported" in line]
+        raise CheckpointError(f"{path}: refused to load, it holds objects other than tensors and plain values"
+                              f" ({lines[0] if lines else 'unsafe pickle'}); nothing in it was run") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, AttributeError) as err:
         line = str(err).strip().splitlines()
         raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({type(err).__name__}: "

@@ -1,0 +1,43 @@
+"""DeSupCon.ipynb is generated from desupcon.py; it must not drift, and it must run headless."""
+import os
+
+import jupytext
+import nbformat
+import pytest
+
+from helpers import ROOT
+
+
+def code_cells(nb):
+    return [c.source.strip() for c in nb.cells if c.cell_type == "code"]
+
+
+def test_notebook_mirrors_script():
+    script = jupytext.read(ROOT / "desupcon.py")
+    notebook = jupytext.read(ROOT / "DeSupCon.ipynb")
+    assert code_cells(script) == code_cells(notebook), \
+        "DeSupCon.ipynb drifted: run `jupytext --to ipynb desupcon.py -o DeSupCon.ipynb`"
+    assert [c.source.strip() for c in script.cells if c.cell_type == "markdown"] == \
+           [c.source.strip() for c in notebook.cells if c.cell_type == "markdown"]
+    params = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1 and "FORCE_RETRAIN = False" in params[0].source \
+        and "FORCE_RETRAIN_BANK_ABLATION = False" in params[0].source
+
+
+def test_notebook_runs_headless_in_smoke_preset(tmp_path, monkeypatch):
+    from nbclient import NotebookClient
+
+    from lwsupcrd.data import write_cifar_like
+
+    data = write_cifar_like(tmp_path / "data", train_per_class=3, test_per_class=2)
+    nb = nbformat.read(ROOT / "DeSupCon.ipynb", as_version=4)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    # what papermill does: a cell after the parameters that overrides them
+    nb.cells.insert(nb.cells.index(params) + 1, nbformat.v4.new_code_cell(
+        f'PRESET = "smoke"\nDATA_DIR = r"{data}"\nOUT_DIR = r"{tmp_path / "out"}"'))
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "student_lwsupcrd_bank64_resnet8_cifar100" in outputs
+    assert (tmp_path / "out" / "json_results" / "comprehensive_results_resnet8_cifar100.json").exists()

@@ -1,0 +1,142 @@
+"""The study end to end on data generated in CIFAR's own on-disk format (smoke preset)."""
+import json
+import time
+
+import pytest
+import torch
+
+from helpers import ROOT, cached_runs, run_script, trained_runs
+from lwsupcrd.checkpoint import load_checkpoint
+from lwsupcrd.data import write_cifar_like
+from lwsupcrd.models import ModelWrapper
+from lwsupcrd.study import PRESETS, build_runs
+
+SMOKE_RUNS = [r.name for r in build_runs(dict(PRESETS["smoke"], seed=0))]
+BANK_RUNS = [n for n in SMOKE_RUNS if "nobank" in n or "bank64" in n]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    root = tmp_path_factory.mktemp("smoke")
+    data = write_cifar_like(root / "data", train_per_class=5, test_per_class=2)
+    out = root / "out"
+    start = time.perf_counter()
+    first = run_script("--preset", "smoke", "--data-dir", data, "--out-dir", out)
+    seconds = time.perf_counter() - start
+    assert first.returncode == 0, first.stderr[-3000:]
+    return {"root": root, "data": data, "out": out, "first": first, "seconds": seconds}
+
+
+def smoke_args(smoke, *extra):
+    return ("--preset", "smoke", "--data-dir", smoke["data"], "--out-dir", smoke["out"], *extra)
+
+
+def test_smoke_writes_every_checkpoint_log_and_results(smoke):
+    out = smoke["out"]
+    assert len(SMOKE_RUNS) == 17 and len(BANK_RUNS) == 4
+    assert sorted(trained_runs(smoke["first"].stdout)) == sorted(SMOKE_RUNS)
+    for name in SMOKE_RUNS:
+        ckpt = load_checkpoint(out / "pth_models" / f"{name}.pth")
+        assert ckpt["config"]["epochs"] == 1 and ckpt["environment"]["torch"] == torch.__version__
+        assert not (out / "pth_models" / f"{name}.resume.pth").exists()
+        log = json.loads((out / "json_results" / "training_logs" / f"{name}.json").read_text())
+        row = log["epochs"][0]
+        assert {"loss", "lr", "epoch_seconds", "images_per_second"} <= set(row)
+        assert log["config"] == ckpt["config"]
+    results = json.loads((out / "json_results" / "comprehensive_results_resnet8_cifar100.json").read_text())
+    assert set(results["runs"]) == set(SMOKE_RUNS)
+    for name, entry in results["runs"].items():
+        if "with_projection" not in name:
+            assert 0 <= entry["metrics"]["probe_test_acc"] <= 100
+    assert "head_test_acc" in results["runs"]["student_undistilled_resnet8_cifar100"]["metrics"]
+    lw = load_checkpoint(out / "pth_models" / "student_alpha_1.0_beta_10.0_temp_0.07_resnet8_cifar100.pth")
+    assert lw["config"]["alpha"] == 1.0 and lw["config"]["beta"] == 10.0 and lw["config"]["method"] == "lwsupcrd"
+    assert "teacher_resnet8_cifar100_with_projection" in lw["config"]["requires"]
+
+
+def test_smoke_takes_at_most_90_seconds(smoke):
+    assert smoke["seconds"] < 90
+
+
+def test_checkpoint_loads_into_model_wrapper(smoke):
+    ckpt = torch.load(smoke["out"] / "pth_models" / "student_baseline_supcon_resnet8_cifar100.pth",
+                      weights_only=True)
+    model = ModelWrapper(num_classes=100, arch="resnet8")
+    model.load_state_dict(ckpt["state_dict"])
+    features, projections, logits = model.eval()(torch.randn(2, 3, 32, 32))
+    assert features.shape == (2, 64) and projections.shape == (2, 64) and logits.shape == (2, 100)
+
+
+def test_rerun_trains_nothing(smoke):
+    start = time.perf_counter()
+    again = run_script(*smoke_args(smoke))
+    seconds = time.perf_counter() - start
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert trained_runs(again.stdout) == []
+    assert sorted(cached_runs(again.stdout)) == sorted(SMOKE_RUNS)
+    assert seconds < 15
+
+
+def test_force_retrain_bank_ablation_retrains_exactly_the_bank_runs(smoke):
+    res = run_script(*smoke_args(smoke, "--force-retrain-bank-ablation"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(trained_runs(res.stdout)) == sorted(BANK_RUNS)
+
+
+def test_changed_config_says_which_keys_differ(smoke):
+    res = run_script(*smoke_args(smoke, "--only", "student_baseline_supcon_resnet8_cifar100", "--batch-size", "16"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "batch_size: 32 -> 16" in res.stdout
+    assert trained_runs(res.stdout) == ["student_baseline_supcon_resnet8_cifar100"]
+
+
+@pytest.mark.slow
+def test_force_retrain_retrains_everything(smoke, tmp_path):
+    res = run_script("--preset", "smoke", "--data-dir", smoke["data"], "--out-dir", smoke["out"], "--force-retrain")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(trained_runs(res.stdout)) == sorted(SMOKE_RUNS)
+
+
+def test_only_brings_in_prerequisites_and_list_prints_order(smoke, tmp_path):
+    listed = run_script("--preset", "smoke", "--list")
+    assert listed.returncode == 0
+    names = [line.split()[-1] for line in listed.stdout.splitlines() if line.startswith(("teacher ", "projection",
+                                                                                         "baselines", "lwsupcrd",
+                                                                                         "bank_ablation"))]
+    assert names == SMOKE_RUNS
+    res = run_script("--preset", "smoke", "--data-dir", smoke["data"], "--out-dir", tmp_path,
+                     "--only", "student_baseline_crd_resnet8_cifar100")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert trained_runs(res.stdout) == ["teacher_resnet8_cifar100", "teacher_resnet8_cifar100_with_projection",
+                                        "student_baseline_crd_resnet8_cifar100"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--preset", "fast"), "invalid choice: 'fast'"),
+    (("--student-arch", "resnet19"), "invalid choice: 'resnet19'"),
+    (("--dataset", "mnist"), "invalid choice: 'mnist'"),
+    (("--batch-size", "1"), "batch size must be >= 2"),
+    (("--only", "student_nonsense"), "unknown run 'student_nonsense'"),
+    (("--epochs", "0"), "epochs must be >= 1"),
+])
+def test_bad_input_is_one_line_before_any_work(args, message, tmp_path):
+    res = run_script("--preset", "smoke", "--data-dir", tmp_path / "nodata", "--out-dir", tmp_path / "out", *args)
+    assert res.returncode == 2
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "out" / "pth_models").exists() or not any((tmp_path / "out" / "pth_models").iterdir())
+
+
+def test_missing_data_names_the_files(tmp_path):
+    res = run_script("--preset", "smoke", "--dataset", "fashion-mnist", "--data-dir", tmp_path / "nodata",
+                     "--out-dir", tmp_path / "out", env={"LWSUPCRD_NO_DEBIAN_DATA": "1"})
+    assert res.returncode == 2
+    assert "train-images-idx3-ubyte" in res.stderr and str(tmp_path / "nodata") in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_unwritable_out_dir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    res = run_script("--preset", "smoke", "--out-dir", blocker / "out")
+    assert res.returncode == 2 and "not writable" in res.stderr
