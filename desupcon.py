@@ -167,3 +167,14 @@ for name in study.order():
         delta = f"{m['probe_test_acc'] - supcon:+.2f}" if supcon is not None else ""
         print(f"{name:58s} {m['probe_test_acc']:7.2f} {m['probe_train_acc']:7.2f} {m['probe_gap']:7.2f} {delta:>9s}")
 print(f"results: {study.results_path}")
+
+# %% [markdown]
+# ## 5. Geometry, figures and the report
+# Every run above was analysed on the test split as it finished: alignment of same-class pairs,
+# uniformity, the alignment of two augmented views, intra/inter-class distances, a t-SNE, a 3D
+# hypersphere page and an alignment/uniformity figure (in `plots/`). The study-level figures and
+# `json_results/REPORT.md` are built from the results file alone
+# (`python -m lwsupcrd.report <results.json>` rebuilds the report without retraining).
+
+# %%
+print(study.finish())

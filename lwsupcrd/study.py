@@ -70,6 +70,7 @@ class StudyConfig:
     seed: int = 0
     force_retrain: bool = False
     force_retrain_bank_ablation: bool = False
+    force_analysis: bool = False
     only: list[str] | None = None
     list_runs: bool = False
     progress: bool = True
@@ -84,6 +85,7 @@ class StudyConfig:
         if self.epochs is not None:
             s["student_epochs"] = self.epochs
         s["seed"] = self.seed
+        s["preset"] = self.preset
         return s
 
 
@@ -171,6 +173,8 @@ def parse_args(argv: list[str] | None, defaults: StudyConfig) -> StudyConfig:
     p.add_argument("--force-retrain", action="store_true", default=defaults.force_retrain)
     p.add_argument("--force-retrain-bank-ablation", action="store_true",
                    default=defaults.force_retrain_bank_ablation)
+    p.add_argument("--force-analysis", action="store_true", default=defaults.force_analysis,
+                   help="recompute metrics and figures of cached runs")
     p.add_argument("--only", default=",".join(defaults.only or []) or None, help="NAME[,NAME...]")
     p.add_argument("--list", dest="list_runs", action="store_true", help="print the runs in order and exit")
     a = p.parse_args(argv)
@@ -252,7 +256,6 @@ class Study:
         self.results = self._load_results()
         self.train: Split | None = None
         self.test: Split | None = None
-        self.after_run = []  # callables(study, run, model, cached) -- the analysis hooks in here
 
     def _load_results(self) -> dict:
         if self.results_path.exists():
@@ -341,8 +344,7 @@ class Study:
         if cached and previous.get("config") == cfg and "analysis" in previous:
             entry["analysis"] = previous["analysis"]
         self.results["runs"][name] = entry
-        for hook in self.after_run:
-            hook(self, run, model, cached)
+        self.analyze(run, model, cached)
         self.save_results()
         summary = ", ".join(f"{k} {v:.2f}" for k, v in ckpt["metrics"].items()
                             if isinstance(v, float) and k.endswith("acc"))
@@ -413,6 +415,49 @@ class Study:
         if cfg["method"] in ("ce", "undistilled"):
             metrics["head_test_acc"] = float((test_logits.argmax(1) == self.test.labels).float().mean()) * 100
         return metrics
+
+
+    def figure_paths(self, name: str) -> dict[str, Path]:
+        return {"tsne": self.plots_dir / f"tsne_{name}.png", "hypersphere": self.plots_dir / f"{name}_hypersphere.html",
+                "alignment": self.plots_dir / f"{name}_alignment.png", "curves": self.plots_dir / f"{name}_curves.png"}
+
+    def analyze(self, run: Run, model: ModelWrapper, cached: bool) -> None:
+        """Geometry metrics into the results entry and the run's figures; skipped for a cached run
+        whose metrics and figures exist, unless forced."""
+        from . import analysis, plots
+
+        entry = self.results["runs"][run.name]
+        figures = self.figure_paths(run.name)
+        log_path = self.logs_dir / f"{run.name}.json"
+        if not log_path.exists():
+            figures.pop("curves")
+        if (cached and "analysis" in entry and not self.cfg.force_analysis and not self.forced(run)
+                and all(p.exists() for p in figures.values())):
+            return
+        start = time.perf_counter()
+        cfg = entry["config"]
+        metrics, spaces = analysis.analyze(model, cfg["method"], self.test, self.info, cfg["seed"],
+                                           channels_last=bool(cfg.get("channels_last")))
+        shown = spaces[metrics["figure_space"]]
+        names = self.test.class_names
+        metrics["tsne"] = plots.tsne_figure(shown, names, run.name, figures["tsne"], cfg["seed"])
+        metrics["hypersphere"] = plots.hypersphere_page(shown, names, run.name, figures["hypersphere"], cfg["seed"])
+        plots.alignment_figure(shown, names, run.name, figures["alignment"], cfg["seed"])
+        if "curves" in figures:
+            plots.curves_figure(json.loads(log_path.read_text()), figures["curves"])
+        metrics["figures"] = {k: str(p.relative_to(self.out)) if p.is_relative_to(self.out) else str(p)
+                              for k, p in figures.items()}
+        metrics["seconds"] = time.perf_counter() - start
+        entry["analysis"] = metrics
+
+    def finish(self) -> str:
+        """Study-level figures and the report, from the results file alone."""
+        from . import plots
+        from .report import write_report
+
+        self.save_results()
+        plots.study_figures(self.results, self.plots_dir)
+        return write_report(self.results_path).read_text()
 
 
 def estimate_cpu_hours(study: Study) -> float:

@@ -15,18 +15,6 @@ SMOKE_RUNS = [r.name for r in build_runs(dict(PRESETS["smoke"], seed=0))]
 BANK_RUNS = [n for n in SMOKE_RUNS if "nobank" in n or "bank64" in n]
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    root = tmp_path_factory.mktemp("smoke")
-    data = write_cifar_like(root / "data", train_per_class=5, test_per_class=2)
-    out = root / "out"
-    start = time.perf_counter()
-    first = run_script("--preset", "smoke", "--data-dir", data, "--out-dir", out)
-    seconds = time.perf_counter() - start
-    assert first.returncode == 0, first.stderr[-3000:]
-    return {"root": root, "data": data, "out": out, "first": first, "seconds": seconds}
-
-
 def smoke_args(smoke, *extra):
     return ("--preset", "smoke", "--data-dir", smoke["data"], "--out-dir", smoke["out"], *extra)
 

@@ -1,0 +1,71 @@
+"""Geometry of each trained model's representations on the test split (computing only; the
+figures are drawn in `plots`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .data import DatasetInfo, Split, augment
+from .metrics import alignment, class_alignment, class_distances, uniformity
+from .models import ModelWrapper
+from .probe import embed
+
+# runs whose training shaped the projection head; for the others it is untrained
+PROJECTION_METHODS = ("projection", "supcon", "crd", "lwsupcrd")
+
+
+@dataclass
+class Embeddings:
+    """Unit-norm embeddings of the test split, clean and under two augmented views."""
+
+    space: str  # "features" or "projection"
+    clean: torch.Tensor  # (N, D)
+    view1: torch.Tensor  # (N, D)
+    view2: torch.Tensor  # (N, D)
+    labels: torch.Tensor  # (N,)
+
+
+def embed_test(model: ModelWrapper, test: Split, info: DatasetInfo, seed: int,
+               channels_last: bool = False) -> dict[str, Embeddings]:
+    """Both embedding spaces of the test split; the two views come from a seeded generator."""
+    gen = torch.Generator(device=test.images.device).manual_seed(seed)
+    feats, projs, _ = embed(model, test.images, info, channels_last=channels_last)
+    views = []
+    model.eval()
+    with torch.no_grad():
+        for _ in range(2):
+            f_parts, p_parts = [], []
+            for start in range(0, len(test), 1024):
+                x = augment(test.images[start:start + 1024], info, gen)
+                f, p, _ = model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+                f_parts.append(f.float())
+                p_parts.append(p.float())
+            views.append((torch.cat(f_parts), torch.cat(p_parts)))
+    labels = test.labels
+    return {
+        "features": Embeddings("features", F.normalize(feats, dim=1), F.normalize(views[0][0], dim=1),
+                               F.normalize(views[1][0], dim=1), labels),
+        "projection": Embeddings("projection", F.normalize(projs, dim=1), views[0][1], views[1][1], labels),
+    }
+
+
+def geometry(e: Embeddings) -> dict[str, float]:
+    """All metrics of one embedding space, stated with N and the dimension."""
+    x, labels = e.clean.cpu(), e.labels.cpu()
+    out = {"n": int(x.shape[0]), "dim": int(x.shape[1]),
+           "class_alignment": class_alignment(x, labels),
+           "uniformity": uniformity(x, t=2),
+           "view_alignment": alignment(e.view1.cpu(), e.view2.cpu(), alpha=2)}
+    out.update(class_distances(x, labels))
+    return out
+
+
+def analyze(model: ModelWrapper, method: str, test: Split, info: DatasetInfo, seed: int,
+            channels_last: bool = False):
+    """`(metrics, embeddings)`: metrics per space, and the space the figures should show."""
+    spaces = embed_test(model, test, info, seed, channels_last)
+    metrics = {name: geometry(e) for name, e in spaces.items()}
+    metrics["figure_space"] = "projection" if method in PROJECTION_METHODS else "features"
+    return metrics, spaces
