@@ -92,7 +92,7 @@ if config.list_runs:
 # %%
 try:
     study.load_data()
-except DataError as err:
+except (DataError, ValueError) as err:
     stop(str(err))
 print(f"train: {tuple(study.train.images.shape)}, test: {tuple(study.test.images.shape)}")
 if study.device.type == "cpu" and config.preset == "paper":

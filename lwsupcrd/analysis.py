@@ -54,8 +54,12 @@ def embed_test(model: ModelWrapper, test: Split, info: DatasetInfo, seed: int,
 def geometry(e: Embeddings) -> dict[str, float]:
     """All metrics of one embedding space, stated with N and the dimension."""
     x, labels = e.clean.cpu(), e.labels.cpu()
+    try:
+        same_class = class_alignment(x, labels)
+    except ValueError:  # no class with two test images
+        same_class = None
     out = {"n": int(x.shape[0]), "dim": int(x.shape[1]),
-           "class_alignment": class_alignment(x, labels),
+           "class_alignment": same_class,
            "uniformity": uniformity(x, t=2),
            "view_alignment": alignment(e.view1.cpu(), e.view2.cpu(), alpha=2)}
     out.update(class_distances(x, labels))

@@ -222,7 +222,8 @@ def study_figures(results: dict, plots_dir: Path) -> list[Path]:
         _save(fig, path)
         written.append(path)
 
-    pts = [(n, r["analysis"]["features"]) for n, r in runs.items() if "analysis" in r and r.get("stage") != "projection"]
+    pts = [(n, r["analysis"]["features"]) for n, r in runs.items() if "analysis" in r and r.get("stage") != "projection"
+           and r["analysis"]["features"].get("class_alignment") is not None]
     if pts:
         fig, ax = plt.subplots(figsize=(7, 5))
         for n, g in pts:

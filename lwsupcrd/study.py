@@ -22,7 +22,7 @@ from .checkpoint import CheckpointError, environment, load_checkpoint, save_chec
 from .data import DATASETS, DataError, Split, balanced_subset, dataset_info, load_split
 from .models import MODEL_REGISTRY, ModelWrapper
 from .probe import embed, linear_probe
-from .train import TrainingInterrupted, fit
+from .train import check_frozen, fit, frozen_snapshot
 
 # ---------------------------------------------------------------- presets
 # Each preset is a complete set of defaults; CLI flags override single keys.
@@ -208,6 +208,16 @@ def validate(cfg: StudyConfig) -> list[Run]:
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but no CUDA device is available; use --device cpu or auto")
     runs = build_runs(s)
+    for r in runs:
+        c = r.cfg
+        if "temperature" in c and not c["temperature"] > 0:
+            raise ValueError(f"{r.name}: temperature (tau) must be > 0, got {c['temperature']}")
+        if "alpha" in c and not c["alpha"] > 0:
+            raise ValueError(f"{r.name}: alpha must be > 0, got {c['alpha']}")
+        if "beta" in c and not c["beta"] >= 0:
+            raise ValueError(f"{r.name}: beta must be >= 0, got {c['beta']}")
+        if not c["lr"] > 0:
+            raise ValueError(f"{r.name}: learning rate must be > 0, got {c['lr']}")
     names = [r.name for r in runs]
     for name in cfg.only or []:
         if name not in names:
@@ -277,6 +287,11 @@ class Study:
             if split.images.shape[1:] != (self.info.channels, self.info.size, self.info.size):
                 raise DataError(f"{s['dataset']} images have shape {tuple(split.images.shape[1:])}, expected "
                                 f"{(self.info.channels, self.info.size, self.info.size)}")
+        if s["batch_size"] > len(train):
+            raise ValueError(f"batch size {s['batch_size']} exceeds the training set ({len(train)} images)")
+        if s["bank_negatives"] > len(train):
+            raise ValueError(f"bank negatives {s['bank_negatives']} exceed the bank size (one slot per training "
+                             f"image: {len(train)})")
         self.train, self.test = train.to(self.device), test.to(self.device)
 
     def order(self) -> list[str]:
@@ -375,7 +390,7 @@ class Study:
             teacher.load_state_dict(self.models[proj_name].state_dict())
             teacher.requires_grad_(False)
             teacher.projection.requires_grad_(True)
-            frozen = {k: v.clone() for k, v in teacher.backbone.state_dict().items()}
+            frozen = frozen_snapshot(teacher.backbone)
         log_path = self.logs_dir / f"{run.name}.json"
         log = {"run": run.name, "config": cfg, "environment": {**environment(), "device": str(self.device)},
                "epochs": []}
@@ -392,11 +407,7 @@ class Study:
         log["epochs"] = history
         train_seconds = time.perf_counter() - start
         if teacher is not None:
-            after = teacher.backbone.state_dict()
-            moved = [k for k, v in frozen.items() if not torch.equal(v, after[k])]
-            if moved:
-                raise RuntimeError(f"[{run.name}] the frozen teacher backbone changed during distillation: "
-                                   + ", ".join(moved[:5]))
+            check_frozen(run.name, frozen, teacher.backbone)
         metrics = {"train_seconds": train_seconds, **self.evaluate(run, cfg, model)}
         ckpt = save_checkpoint(path, model.state_dict(), cfg, metrics)
         log["metrics"] = metrics

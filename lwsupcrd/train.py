@@ -54,7 +54,7 @@ class StepContext:
     teacher: ModelWrapper | None
     bank: MomentumMemoryBank | None
     generator: torch.Generator
-    validate: bool
+    step_checks: bool  # check finiteness every step (free on CPU); on CUDA once per epoch
     extra: dict = field(default_factory=dict)
 
 
@@ -84,14 +84,14 @@ def step_projection(ctx, batch):
     with torch.inference_mode():
         features = ctx.model.backbone.forward_features(x)
     z = ctx.model.project(features.clone())
-    loss = supcon_loss(z, labels, ctx.cfg["temperature"], validate=ctx.validate)
+    loss = supcon_loss(z, labels, ctx.cfg["temperature"], validate=False)
     return loss, {"supcon": loss}, None, 0
 
 
 def step_supcon(ctx, batch):
     x, labels = _two_views(ctx, batch), batch.labels.repeat(2)
     _, z, _ = ctx.model(x)
-    loss = supcon_loss(z, labels, ctx.cfg["temperature"], validate=ctx.validate)
+    loss = supcon_loss(z, labels, ctx.cfg["temperature"], validate=False)
     return loss, {"supcon": loss}, None, 0
 
 
@@ -112,10 +112,10 @@ def _distill(ctx, batch, loss_name):
     if ctx.bank is not None:
         bank_keys, bank_labels, bank_ids = ctx.bank.sample(cfg["bank_negatives"])
     if loss_name == "crd":
-        loss = crd_loss(z, t, slots, cfg["temperature"], bank_keys, bank_ids, validate=ctx.validate)
+        loss = crd_loss(z, t, slots, cfg["temperature"], bank_keys, bank_ids, validate=False)
     else:
         loss = lw_supcrd_loss(z, t, labels, probs, cfg["alpha"], cfg["beta"], cfg["temperature"],
-                              cfg["adaptive_beta"], bank_keys, bank_labels, validate=ctx.validate)
+                              cfg["adaptive_beta"], bank_keys, bank_labels, validate=False)
     if ctx.bank is not None:
         b = len(batch.slots)
         ctx.extra["bank_update"] = (batch.slots, ((t[:b] + t[b:]) / 2).detach())
@@ -179,8 +179,17 @@ def set_rng_state(state: dict, generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _to_python(x):
-    return x if isinstance(x, (int, float)) else float(x)
+def frozen_snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of every weight and BatchNorm statistic, to prove later that nothing moved."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def check_frozen(run_name: str, before: dict[str, torch.Tensor], module: nn.Module) -> None:
+    after = module.state_dict()
+    moved = [k for k, v in before.items() if not torch.equal(v, after[k])]
+    if moved:
+        raise RuntimeError(f"[{run_name}] the frozen teacher backbone changed during distillation: "
+                           + ", ".join(moved[:5]) + (" ..." if len(moved) > 5 else ""))
 
 
 def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: DatasetInfo, device: torch.device,
@@ -233,7 +242,7 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
         elif state is not None:
             print(f"[{run_name}] resume checkpoint {resume_path} is for another config; starting afresh")
 
-    ctx = StepContext(cfg, info, model, teacher, bank, generator, validate=device.type != "cuda")
+    ctx = StepContext(cfg, info, model, teacher, bank, generator, step_checks=device.type != "cuda")
     step_fn = STEPS[method]
     use_amp = device.type == "cuda" and cfg.get("amp", True)
     steps_per_epoch = n // batch_size
@@ -255,8 +264,6 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
         from tqdm.auto import tqdm
     except ImportError:  # progress bars are optional
         tqdm = None
-    kill_after = os.environ.get("LWSUPCRD_TEST_KILL_AFTER_STEPS")  # test hook: SIGKILL ourselves mid-epoch
-    global_step = 0
 
     try:
         for epoch in range(start_epoch, cfg["epochs"]):
@@ -284,18 +291,18 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
                 loss.backward()
                 grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
                 finite = torch.isfinite(loss) & torch.isfinite(grad_norm)
-                if ctx.validate:
+                if ctx.step_checks:
                     if not bool(finite):
                         raise NonFiniteError(
                             f"[{run_name}] non-finite {'loss' if not torch.isfinite(loss) else 'gradient'} at "
                             f"epoch {epoch + 1}, step {step + 1}: "
-                            + ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items())
+                            + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in parts.items())
                             + f", grad_norm={float(grad_norm):.4g}; the last good checkpoint is kept")
                 else:
                     bad_step = torch.where((bad_step < 0) & ~finite, step, bad_step)
                 optimizer.step()
                 if "bank_update" in ctx.extra:
-                    bank.update(*ctx.extra.pop("bank_update"), validate=ctx.validate)
+                    bank.update(*ctx.extra.pop("bank_update"), validate=ctx.step_checks)
                 for k, v in {"loss": loss, **parts}.items():
                     sums[k] = sums.get(k, 0) + v.detach().float()
                 if correct is not None:
@@ -304,14 +311,11 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
                 if bar is not None and (step % 10 == 0 or step == steps_per_epoch - 1):
                     elapsed = time.perf_counter() - start
                     shown = {"img_s": f"{(step + 1) * batch_size / elapsed:.0f}"}
-                    if ctx.validate:  # reading the loss syncs the host: only where that is free
+                    if ctx.step_checks:  # reading the loss syncs the host: only where that is free
                         shown["loss"] = f"{float(loss):.4f}"
                     bar.set_postfix(shown)
                 if bar is not None:
                     bar.update(1)
-                global_step += 1
-                if kill_after and global_step == int(kill_after):
-                    os.kill(os.getpid(), 9)
             if bar is not None:
                 bar.close()
             if int(bad_step) >= 0:

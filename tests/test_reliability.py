@@ -1,0 +1,233 @@
+"""Kills, corrupt files, unsafe pickles, NaN, Ctrl-C, bad input, and the frozen teacher."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import ROOT, run_script, trained_runs
+from lwsupcrd.checkpoint import CheckpointError, atomic_write, load_checkpoint, safe_load, save_checkpoint
+from lwsupcrd.data import DATASETS, balanced_subset, load_split, write_cifar_like
+from lwsupcrd.models import ModelWrapper
+from lwsupcrd.train import NonFiniteError, check_frozen, fit, frozen_snapshot
+
+STUDENT = "student_lwsupcrd_bank64_resnet8_cifar100"
+PROJ = "teacher_resnet8_cifar100_with_projection"
+
+
+def test_atomic_write_keeps_old_file_when_writer_dies(tmp_path):
+    path = tmp_path / "x.pth"
+    torch.save({"a": 1}, path)
+
+    def dies(tmp):
+        Path(tmp).write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, dies)
+    assert torch.load(path, weights_only=True) == {"a": 1}
+    assert list(tmp_path.iterdir()) == [path]
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, (f"touch {MARKER}",))
+
+
+MARKER = Path("/tmp/lwsupcrd_pwned_marker")
+
+
+def test_crafted_pickle_is_refused_and_runs_nothing(tmp_path):
+    MARKER.unlink(missing_ok=True)
+    evil = tmp_path / "evil.pth"
+    torch.save({"format": "lwsupcrd-checkpoint-v1", "state_dict": {}, "payload": RunsCode()}, evil)
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_checkpoint(evil)
+    assert not MARKER.exists()
+
+
+def test_truncated_and_tampered_checkpoints_are_named(tmp_path):
+    model = ModelWrapper("resnet8", 10)
+    good = tmp_path / "good.pth"
+    save_checkpoint(good, model.state_dict(), {"arch": "resnet8"})
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated.pth: unreadable or truncated"):
+        load_checkpoint(truncated)
+    ckpt = safe_load(good)
+    ckpt["state_dict"]["backbone.fc.bias"] += 1
+    tampered = tmp_path / "tampered.pth"
+    torch.save(ckpt, tampered)
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_checkpoint(tampered)
+
+
+def test_non_finite_weights_are_never_saved(tmp_path):
+    model = ModelWrapper("resnet8", 10)
+    with torch.no_grad():
+        model.backbone.fc.weight[0, 0] = float("nan")
+    with pytest.raises(CheckpointError, match="non-finite"):
+        save_checkpoint(tmp_path / "bad.pth", model.state_dict(), {})
+    assert not (tmp_path / "bad.pth").exists()
+
+
+def small_fit_setup(tmp_path, epochs=2):
+    data = write_cifar_like(tmp_path / "data", train_per_class=1, test_per_class=1)
+    train = load_split("cifar100", data, "train")
+    info = DATASETS["cifar100"]
+    cfg = dict(method="supcon", arch="resnet8", epochs=epochs, batch_size=25, optimizer="adam", lr=1e-3,
+               weight_decay=0.0, schedule="constant", temperature=0.07, seed=0)
+    torch.manual_seed(0)
+    return ModelWrapper("resnet8", 100), train, info, cfg
+
+
+def test_nan_stops_the_run_naming_epoch_and_step_and_keeps_last_good_state(tmp_path):
+    model, train, info, cfg = small_fit_setup(tmp_path)
+    resume = tmp_path / "run.resume.pth"
+
+    def poison(row):
+        with torch.no_grad():
+            model.backbone.conv1.weight.fill_(float("nan"))
+
+    with pytest.raises(NonFiniteError, match=r"\[myrun\] non-finite loss at epoch 2, step 1: supcon=nan"):
+        fit("myrun", cfg, model, train, info, torch.device("cpu"), resume_path=resume, on_epoch=poison,
+            progress=False)
+    state = safe_load(resume)
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_frozen_check_catches_a_moved_statistic():
+    teacher = ModelWrapper("resnet8", 10).backbone
+    before = frozen_snapshot(teacher)
+    check_frozen("run", before, teacher)
+    teacher.train()
+    teacher(torch.randn(4, 3, 32, 32))  # a forward pass in train mode moves the BatchNorm statistics
+    with pytest.raises(RuntimeError, match="frozen teacher backbone changed.*running_mean"):
+        check_frozen("run", before, teacher)
+
+
+@pytest.fixture()
+def prepared(tmp_path):
+    """Prerequisites of the bank student trained once; two out-dirs start from copies of them."""
+    data = write_cifar_like(tmp_path / "data", train_per_class=5, test_per_class=2)
+    base = tmp_path / "base"
+    res = run_script("--preset", "smoke", "--data-dir", data, "--out-dir", base, "--only", PROJ)
+    assert res.returncode == 0, res.stderr[-2000:]
+    dirs = {}
+    for name in ("straight", "killed"):
+        shutil.copytree(base, tmp_path / name)
+        dirs[name] = tmp_path / name
+    return data, dirs
+
+
+def student_cmd(data, out, epochs=4):
+    return [sys.executable, str(ROOT / "desupcon.py"), "--preset", "smoke", "--data-dir", str(data),
+            "--out-dir", str(out), "--only", STUDENT, "--epochs", str(epochs)]
+
+
+def wait_for_epoch(proc, resume, timeout=120):
+    start = time.time()
+    while not resume.exists():
+        assert proc.poll() is None, "finished before it could be interrupted"
+        assert time.time() - start < timeout
+        time.sleep(0.05)
+    time.sleep(0.4)  # into the next epoch
+    assert proc.poll() is None
+
+
+def test_sigkill_mid_epoch_then_resume_is_bit_exact(prepared):
+    data, dirs = prepared
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    straight = subprocess.run(student_cmd(data, dirs["straight"]), capture_output=True, text=True, env=env)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+
+    resume = dirs["killed"] / "pth_models" / f"{STUDENT}.resume.pth"
+    proc = subprocess.Popen(student_cmd(data, dirs["killed"]), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, text=True)
+    wait_for_epoch(proc, resume)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (dirs["killed"] / "pth_models" / f"{STUDENT}.pth").exists()
+    again = subprocess.run(student_cmd(data, dirs["killed"]), capture_output=True, text=True, env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"[{STUDENT}] resuming after epoch" in again.stdout
+
+    a = load_checkpoint(dirs["straight"] / "pth_models" / f"{STUDENT}.pth")
+    b = load_checkpoint(dirs["killed"] / "pth_models" / f"{STUDENT}.pth")
+    assert a["weights_sha256"] == b["weights_sha256"]
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    assert not resume.exists()
+
+
+def test_ctrl_c_saves_and_says_how_to_resume(prepared):
+    data, dirs = prepared
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    resume = dirs["killed"] / "pth_models" / f"{STUDENT}.resume.pth"
+    proc = subprocess.Popen(student_cmd(data, dirs["killed"]), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, text=True)
+    wait_for_epoch(proc, resume)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "interrupted; epoch 1 is saved in" in err and "Rerun the same command to resume" in err
+    assert "Traceback" not in err
+    again = subprocess.run(student_cmd(data, dirs["killed"]), capture_output=True, text=True, env=env)
+    assert again.returncode == 0 and "resuming after epoch 1" in again.stdout
+
+
+def test_corrupt_or_malicious_cached_checkpoint_is_reported_and_retrained(smoke, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(smoke["out"], out)
+    name = "student_baseline_supcon_resnet8_cifar100"
+    path = out / "pth_models" / f"{name}.pth"
+    path.write_bytes(path.read_bytes()[:1000])
+    res = run_script("--preset", "smoke", "--data-dir", smoke["data"], "--out-dir", out, "--only", name)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"{path}: unreadable or truncated checkpoint" in res.stdout
+    assert trained_runs(res.stdout) == [name]
+    load_checkpoint(path)
+
+    MARKER.unlink(missing_ok=True)
+    torch.save({"format": "lwsupcrd-checkpoint-v1", "state_dict": RunsCode()}, path)
+    res = run_script("--preset", "smoke", "--data-dir", smoke["data"], "--out-dir", out, "--only", name)
+    assert res.returncode == 0 and "refused to load" in res.stdout and not MARKER.exists()
+
+
+def test_unreadable_data_file_is_one_line(tmp_path):
+    data = write_cifar_like(tmp_path / "data", train_per_class=2, test_per_class=1)
+    (data / "cifar-100-python" / "train").write_bytes(b"\x80\x04garbage")
+    res = run_script("--preset", "smoke", "--data-dir", data, "--out-dir", tmp_path / "out")
+    assert res.returncode == 2 and "cannot read" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_bank_larger_than_training_set_is_refused(tmp_path):
+    data = write_cifar_like(tmp_path / "data", train_per_class=1, test_per_class=1, num_classes=50)
+    res = run_script("--preset", "smoke", "--data-dir", data, "--out-dir", tmp_path / "out", "--batch-size", "16")
+    assert res.returncode == 2 and "bank negatives 64 exceed the bank size" in res.stderr
+    assert not list((tmp_path / "out" / "pth_models").glob("*.pth"))
+
+
+@pytest.mark.parametrize("key,value,message", [("temperature", 0.0, "temperature"), ("alpha", 0.0, "alpha"),
+                                               ("beta", -1.0, "beta")])
+def test_invalid_hyperparameters_stop_before_training(monkeypatch, tmp_path, key, value, message):
+    from lwsupcrd import study
+
+    original = study.build_runs
+
+    def patched(settings):
+        runs = original(settings)
+        for r in runs:
+            if key in r.cfg:
+                r.cfg[key] = value
+        return runs
+
+    monkeypatch.setattr(study, "build_runs", patched)
+    with pytest.raises(ValueError, match=f"{message}.*got {value}"):
+        study.validate(study.StudyConfig(preset="smoke", out_dir=str(tmp_path)))
