@@ -244,7 +244,7 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
 
     ctx = StepContext(cfg, info, model, teacher, bank, generator, step_checks=device.type != "cuda")
     step_fn = STEPS[method]
-    use_amp = device.type == "cuda" and cfg.get("amp", True)
+    use_amp = cfg.get("amp", device.type == "cuda")  # bf16 autocast; losses and BatchNorm stay float32
     steps_per_epoch = n // batch_size
     views = 1 if method == "ce" else 2
 

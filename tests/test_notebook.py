@@ -24,20 +24,25 @@ def test_notebook_mirrors_script():
         and "FORCE_RETRAIN_BANK_ABLATION = False" in params[0].source
 
 
-def test_notebook_runs_headless_in_smoke_preset(tmp_path, monkeypatch):
+def test_notebook_runs_headless_in_smoke_preset(smoke, tmp_path, monkeypatch):
+    """Run All on a copy of the smoke study's outputs, with FORCE_RETRAIN_BANK_ABLATION set in the
+    parameters: every cell runs, the bank runs train, the others come from cache."""
+    import shutil
+
     from nbclient import NotebookClient
 
-    from lwsupcrd.data import write_cifar_like
-
-    data = write_cifar_like(tmp_path / "data", train_per_class=3, test_per_class=2)
+    data = smoke["data"]
+    shutil.copytree(smoke["out"], tmp_path / "out")
     nb = nbformat.read(ROOT / "DeSupCon.ipynb", as_version=4)
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     # what papermill does: a cell after the parameters that overrides them
     nb.cells.insert(nb.cells.index(params) + 1, nbformat.v4.new_code_cell(
-        f'PRESET = "smoke"\nDATA_DIR = r"{data}"\nOUT_DIR = r"{tmp_path / "out"}"'))
+        f'PRESET = "smoke"\nDATA_DIR = r"{data}"\nOUT_DIR = r"{tmp_path / "out"}"\nFORCE_RETRAIN_BANK_ABLATION = True'))
     monkeypatch.setenv("TQDM_DISABLE", "1")
     monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "student_lwsupcrd_bank64_resnet8_cifar100" in outputs
+    assert "== student_lwsupcrd_bank64_resnet8_cifar100: training (forced)" in outputs
+    assert "== student_baseline_supcon_resnet8_cifar100: cached" in outputs
+    assert "## Main results" in outputs
     assert (tmp_path / "out" / "json_results" / "comprehensive_results_resnet8_cifar100.json").exists()
