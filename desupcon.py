@@ -47,10 +47,13 @@ DEVICE = "auto"  # auto | cpu | cuda
 SEED = 0
 
 # %%
+import os
 import sys
 
+from lwsupcrd.distributed import init_from_env
 from lwsupcrd.study import Study, StudyConfig, estimate_cpu_hours, in_notebook, parse_args, validate
 from lwsupcrd.data import DataError
+from lwsupcrd.train import NonFiniteError, TrainingInterrupted
 
 config = parse_args(None, StudyConfig(preset=PRESET, dataset=DATASET, data_dir=DATA_DIR, out_dir=OUT_DIR,
                                       device=DEVICE, seed=SEED, force_retrain=FORCE_RETRAIN,
@@ -65,6 +68,9 @@ def stop(message: str):
     sys.exit(2)
 
 
+ddp = init_from_env(config.device)  # torchrun: one process per GPU (or CPU worker)
+if not ddp.main:
+    sys.stdout = open(os.devnull, "w")  # rank 0 speaks and writes for the group
 try:
     runs = validate(config)
 except ValueError as err:
@@ -101,14 +107,10 @@ if study.device.type == "cpu" and config.preset == "paper":
 
 
 def run_stage(stage: str) -> None:
-    for name in study.order():
-        if study.runs[name].stage == stage:
-            try:
-                study.run(name)
-            except Exception as err:  # one line naming the run; finished runs stay on disk
-                if type(err).__name__ in ("NonFiniteError", "TrainingInterrupted", "CheckpointError"):
-                    stop(str(err))
-                raise
+    try:
+        study.run_all([name for name in study.order() if study.runs[name].stage == stage])
+    except (NonFiniteError, TrainingInterrupted) as err:  # one line; finished runs stay on disk
+        stop(str(err))
 
 
 # %% [markdown]

@@ -242,25 +242,36 @@ def normalize(images: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
     return (images.float() / 255 - mean) / std
 
 
-def augment(images: torch.Tensor, info: DatasetInfo, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crop with `pad`-pixel zero padding and a random horizontal flip, for a whole batch
-    at once on the batch's device; returns normalised float32 (N, C, H, W).
-
-    Zero padding is applied to the raw image (as torchvision's RandomCrop(padding=4) before
-    Normalize), so padded pixels are black after normalisation too.
-    """
-    n, c, h, w = images.shape
-    device = images.device
-    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+def crop_flip_params(n: int, generator: torch.Generator, device: torch.device | str, pad: int = 4):
+    """Random offsets in [0, 2 pad] and flips for n images: `(off_y, off_x, flip)`, each (n,)."""
     off_y = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=device)
     off_x = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=device)
     flip = torch.rand(n, generator=generator, device=device) < 0.5
+    return off_y, off_x, flip
+
+
+def crop_flip(images: torch.Tensor, params, info: DatasetInfo, pad: int = 4) -> torch.Tensor:
+    """Apply crop-with-zero-padding and flip parameters to a uint8 batch, all images at once;
+    returns normalised float32 (N, C, H, W).
+
+    Zero padding is applied to the raw image (as torchvision's RandomCrop(padding=4) before
+    Normalize), so padded pixels are black after normalisation too."""
+    off_y, off_x, flip = params
+    n, c, h, w = images.shape
+    device = images.device
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
     rows = off_y[:, None] + torch.arange(h, device=device)  # (N, H)
     cols = torch.arange(w, device=device).expand(n, w)
     cols = torch.where(flip[:, None], cols.flip(1), cols) + off_x[:, None]  # (N, W)
     batch = torch.arange(n, device=device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
     return normalize(out.permute(0, 3, 1, 2), info)
+
+
+def augment(images: torch.Tensor, info: DatasetInfo, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop with `pad`-pixel zero padding and a random horizontal flip, for a whole batch
+    at once on the batch's device; returns normalised float32 (N, C, H, W)."""
+    return crop_flip(images, crop_flip_params(len(images), generator, images.device, pad), info, pad)
 
 
 def write_cifar_like(root: Path, name: str = "cifar100", train_per_class: int = 5, test_per_class: int = 2,

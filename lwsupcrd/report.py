@@ -2,38 +2,98 @@
 
     python -m lwsupcrd.report json_results/comprehensive_results_resnet18_cifar100.json
 
-writes REPORT.md beside the results file and prints the same tables.
+writes REPORT.md beside the results file and prints the same tables. With several seeds each
+number is mean ± standard deviation over seeds (n given), and a difference to SupCon is marked
+significant (*) only when a paired t-test over the seeds gives p < 0.05.
 """
 from __future__ import annotations
 
 import json
+import math
+import re
 import sys
 from pathlib import Path
 
 from .checkpoint import write_text
 
+SEED_SUFFIX = re.compile(r"_seed\d+$")
 
-def _metric(entry: dict, key: str):
+
+def base_name(name: str, entry: dict) -> str:
+    return entry.get("base") or SEED_SUFFIX.sub("", name)
+
+
+def value(entry: dict, key: str):
     if key in entry.get("metrics", {}):
         return entry["metrics"][key]
     return entry.get("analysis", {}).get("features", {}).get(key)
 
 
-def _f(x, digits=2, signed=False):
-    if x is None:
+class Group:
+    """The runs of one experiment, one per seed."""
+
+    def __init__(self, base: str, entries: list[dict]):
+        self.base, self.entries = base, entries
+        self.first = entries[0]
+        self.stage, self.config = self.first["stage"], self.first["config"]
+
+    def by_seed(self, key: str) -> dict[int, float]:
+        return {e["config"]["seed"]: value(e, key) for e in self.entries if value(e, key) is not None}
+
+    def stats(self, key: str):
+        vals = list(self.by_seed(key).values())
+        if not vals:
+            return None
+        mean = sum(vals) / len(vals)
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+        return mean, std, len(vals)
+
+    def fmt(self, key: str, digits: int = 2) -> str:
+        st = self.stats(key)
+        if st is None:
+            return "–"
+        mean, std, n = st
+        return f"{mean:.{digits}f}" if n == 1 else f"{mean:.{digits}f} ± {std:.{digits}f} (n={n})"
+
+
+def paired_delta(group: Group, ref: Group | None, key: str = "probe_test_acc") -> str:
+    """Mean paired difference to the reference; '*' when a paired t-test over seeds has p < 0.05."""
+    if ref is None:
         return "–"
-    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+    a, b = group.by_seed(key), ref.by_seed(key)
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return "–"
+    diffs = [a[s] - b[s] for s in seeds]
+    mean = sum(diffs) / len(diffs)
+    if len(diffs) < 2:
+        return f"{mean:+.2f}"
+    from scipy.stats import ttest_rel
+
+    if all(d == diffs[0] for d in diffs):
+        p = 0.0 if diffs[0] != 0 else 1.0
+    else:
+        p = float(ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
+    return f"{mean:+.2f}{'*' if p < 0.05 else ''} (p={p:.3f})"
 
 
-def conditions(results: dict, runs: list[dict]) -> str:
+def groups_of(results: dict) -> dict[str, Group]:
+    grouped: dict[str, list[dict]] = {}
+    for name, entry in results["runs"].items():
+        grouped.setdefault(base_name(name, entry), []).append(entry)
+    return {b: Group(b, sorted(es, key=lambda e: e["config"]["seed"])) for b, es in grouped.items()}
+
+
+def conditions(results: dict, groups: list[Group]) -> str:
     s = results["settings"]
     env = results.get("environment", {})
-    envs = [r.get("environment", {}) for r in runs]
-    hardware = sorted({e.get("gpu") or e.get("platform", "?") for e in envs if e}) or [env.get("platform", "?")]
-    epochs = sorted({r["config"]["epochs"] for r in runs})
-    seeds = sorted({r["config"]["seed"] for r in runs})
+    entries = [e for g in groups for e in g.entries]
+    hardware = sorted({e.get("environment", {}).get("gpu") or e.get("environment", {}).get("platform", "?")
+                       for e in entries}) or [env.get("platform", "?")]
+    epochs = sorted({e["config"]["epochs"] for e in entries})
+    seeds = sorted({e["config"]["seed"] for e in entries})
     return (f"*Preset `{s.get('preset', '?')}`, dataset {s['dataset']}, student {s['student_arch']}, teacher "
-            f"{s['teacher_arch']}, train images {runs[0]['config'].get('train_size', '?')}, epochs "
+            f"{s['teacher_arch']}, train images {entries[0]['config'].get('train_size', '?')}, epochs "
             f"{'/'.join(map(str, epochs))}, batch {s['batch_size']}, seeds {seeds}, hardware: {'; '.join(hardware)}, "
             f"torch {env.get('torch', '?')}, code {env.get('git_sha', '?')}. Accuracy: linear probe on the frozen "
             f"backbone (test split); alignment (same-class pairs) and uniformity (t=2): L2-normalised backbone "
@@ -46,78 +106,84 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def label(g: Group) -> str:
+    c = g.config
+    bank = f" + bank {c['bank_negatives']}" if c.get("bank_negatives") else ""
+    ablation = " (no bank, wd 1e-4, cosine)" if g.stage == "bank_ablation" and not bank else ""
+    if g.stage == "teacher":
+        return f"Teacher ({c['arch']})"
+    if c["method"] == "lwsupcrd":
+        return f"LW-SupCRD (α={c['alpha']:g}, β={c['beta']:g}, τ={c['temperature']:g}){bank}{ablation}"
+    if c["method"] == "crd":
+        return f"CRD{bank}{ablation}"
+    return {"supcon": "SupCon", "undistilled": "Undistilled student (CE)"}.get(c["method"], g.base)
+
+
 def build_report(results: dict) -> str:
-    runs = results["runs"]
-    by_method = {}
-    for name, r in runs.items():
-        by_method.setdefault(r["config"].get("method"), []).append((name, r))
-    supcon = next((r for n, r in runs.items() if "baseline_supcon" in n), None)
-    base = _metric(supcon, "probe_test_acc") if supcon else None
+    groups = groups_of(results)
+    supcon = next((g for b, g in groups.items() if "baseline_supcon" in b), None)
 
-    def delta(r):
-        acc = _metric(r, "probe_test_acc")
-        return _f(acc - base, signed=True) if acc is not None and base is not None else "–"
-
-    def label(name, r):
-        c = r["config"]
-        bank = f" + bank {c['bank_negatives']}" if c.get("bank_negatives") else ""
-        if name.startswith("teacher") and r["stage"] == "teacher":
-            return f"Teacher ({c['arch']})"
-        if c["method"] == "lwsupcrd":
-            extra = " (no bank, wd 1e-4, cosine)" if r["stage"] == "bank_ablation" and not bank else ""
-            return f"LW-SupCRD (α={c['alpha']:g}, β={c['beta']:g}, τ={c['temperature']:g}){bank}{extra}"
-        if c["method"] == "crd":
-            extra = " (no bank, wd 1e-4, cosine)" if r["stage"] == "bank_ablation" and not bank else ""
-            return f"CRD{bank}{extra}"
-        return {"supcon": "SupCon", "undistilled": "Undistilled student (CE)"}.get(c["method"], name)
+    def acc(g):
+        st = g.stats("probe_test_acc")
+        return st[0] if st else None
 
     out = ["# Results report", "",
            "Generated by `python -m lwsupcrd.report` from the results file alone; every number below was "
-           "produced by this code under the conditions stated with each table.", ""]
-    main = [(n, r) for n, r in runs.items() if r["stage"] != "projection" and _metric(r, "probe_test_acc") is not None
-            and (r["stage"] in ("teacher", "baselines", "bank_ablation")
-                 or n == next((m for m in runs if m.startswith("student_alpha_1.0_beta_10.0_temp_0.07")), None))]
-    main.sort(key=lambda nr: -_metric(nr[1], "probe_test_acc"))
+           "produced by this code under the conditions stated with each table. With several seeds: mean ± "
+           "standard deviation over seeds; * marks a difference to SupCon with paired t-test p < 0.05.", ""]
+    default_lw = next((b for b in groups if b.startswith("student_alpha_1.0_beta_10.0_temp_0.07")), None)
+    main = [g for b, g in groups.items() if acc(g) is not None
+            and (g.stage in ("teacher", "baselines", "bank_ablation") or b == default_lw)]
+    main.sort(key=lambda g: -acc(g))
     if main:
-        out += ["## Main results", "", conditions(results, [r for _, r in main]), "",
+        out += ["## Main results", "", conditions(results, main), "",
                 _table(["Method", "Run", "Test acc (%)", "Δ vs SupCon", "Alignment ↓", "Uniformity ↓"],
-                       [[label(n, r), f"`{n}`", _f(_metric(r, "probe_test_acc")), delta(r),
-                         _f(_metric(r, "class_alignment"), 4), _f(_metric(r, "uniformity"), 4)] for n, r in main]), ""]
+                       [[label(g), f"`{g.base}`", g.fmt("probe_test_acc"), paired_delta(g, supcon),
+                         g.fmt("class_alignment", 4), g.fmt("uniformity", 4)] for g in main]), ""]
 
-    sweep_runs = [(n, r) for n, r in runs.items() if r["stage"] == "lwsupcrd"]
+    sweep = [g for g in groups.values() if g.stage == "lwsupcrd"]
     for key, symbol, fixed in (("alpha", "α", dict(beta=10.0, temperature=0.07)),
                                ("beta", "β", dict(alpha=1.0, temperature=0.07)),
                                ("temperature", "τ", dict(alpha=1.0, beta=10.0))):
-        rows = sorted(((r["config"][key], n, r) for n, r in sweep_runs
-                       if all(r["config"][k] == v for k, v in fixed.items())), key=lambda t: t[0])
+        rows = sorted((g for g in sweep if all(g.config[k] == v for k, v in fixed.items())),
+                      key=lambda g: g.config[key])
         if len(rows) < 2:
             continue
-        fixed_txt = ", ".join(f"{ {'alpha': 'α', 'beta': 'β', 'temperature': 'τ'}[k]}={v:g}" for k, v in fixed.items())
-        out += [f"## {symbol} sweep ({fixed_txt}, adaptive β, no bank)", "",
-                conditions(results, [r for _, _, r in rows]), "",
+        names = {"alpha": "α", "beta": "β", "temperature": "τ"}
+        fixed_txt = ", ".join(f"{names[k]}={v:g}" for k, v in fixed.items())
+        out += [f"## {symbol} sweep ({fixed_txt}, adaptive β, no bank)", "", conditions(results, rows), "",
                 _table([symbol, "Test acc (%)", "Δ vs SupCon", "Alignment ↓", "Uniformity ↓"],
-                       [[f"{v:g}", _f(_metric(r, "probe_test_acc")), delta(r), _f(_metric(r, "class_alignment"), 4),
-                         _f(_metric(r, "uniformity"), 4)] for v, n, r in rows]), ""]
+                       [[f"{g.config[key]:g}", g.fmt("probe_test_acc"), paired_delta(g, supcon),
+                         g.fmt("class_alignment", 4), g.fmt("uniformity", 4)] for g in rows]), ""]
 
-    bank = [(n, r) for n, r in runs.items() if r["stage"] == "bank_ablation" and _metric(r, "probe_test_acc") is not None]
+    bank = sorted((g for g in groups.values() if g.stage == "bank_ablation" and acc(g) is not None),
+                  key=lambda g: -acc(g))
     if bank:
-        bank.sort(key=lambda nr: -_metric(nr[1], "probe_test_acc"))
-        out += ["## Memory-bank ablation (weight decay 1e-4, cosine annealing)", "", conditions(results, [r for _, r in bank]),
-                "", _table(["Method", "Bank", "Test acc (%)", "Train acc (%)", "Gap", "Alignment ↓", "Uniformity ↓"],
-                           [["LW-SupCRD" if r["config"]["method"] == "lwsupcrd" else "CRD",
-                             str(r["config"].get("bank_negatives") or "none"), _f(_metric(r, "probe_test_acc")),
-                             _f(_metric(r, "probe_train_acc")), _f(_metric(r, "probe_gap")),
-                             _f(_metric(r, "class_alignment"), 4), _f(_metric(r, "uniformity"), 4)] for n, r in bank]),
-                ""]
+        out += ["## Memory-bank ablation (weight decay 1e-4, cosine annealing)", "", conditions(results, bank), "",
+                _table(["Method", "Bank", "Test acc (%)", "Train acc (%)", "Gap", "Alignment ↓", "Uniformity ↓"],
+                       [["LW-SupCRD" if g.config["method"] == "lwsupcrd" else "CRD",
+                         str(g.config.get("bank_negatives") or "none"), g.fmt("probe_test_acc"),
+                         g.fmt("probe_train_acc"), g.fmt("probe_gap"), g.fmt("class_alignment", 4),
+                         g.fmt("uniformity", 4)] for g in bank]), ""]
     return "\n".join(out)
+
+
+def aggregate(results: dict) -> dict:
+    """mean, std and n over seeds of every numeric metric, per experiment (for the results file)."""
+    out = {}
+    for b, g in groups_of(results).items():
+        keys = {k for e in g.entries for k, v in e.get("metrics", {}).items() if isinstance(v, (int, float))}
+        keys |= {k for e in g.entries for k, v in e.get("analysis", {}).get("features", {}).items()
+                 if isinstance(v, (int, float))}
+        out[b] = {k: dict(zip(("mean", "std", "n"), g.stats(k))) for k in sorted(keys) if g.stats(k)}
+    return out
 
 
 def write_report(results_path: str | Path) -> Path:
     results_path = Path(results_path)
     results = json.loads(results_path.read_text())
-    text = build_report(results)
     path = results_path.parent / "REPORT.md"
-    write_text(path, text + "\n")
+    write_text(path, build_report(results) + "\n")
     return path
 
 

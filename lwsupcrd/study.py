@@ -18,8 +18,10 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, environment, load_checkpoint, save_checkpoint, write_json
+from . import distributed
+from .checkpoint import CheckpointError, environment, load_checkpoint, save_checkpoint, weights_sha256, write_json
 from .data import DATASETS, DataError, Split, balanced_subset, dataset_info, load_split
+from .locks import file_lock
 from .models import MODEL_REGISTRY, ModelWrapper
 from .probe import embed, linear_probe
 from .train import check_frozen, fit, frozen_snapshot
@@ -50,6 +52,10 @@ class Run:
     stage: str
     cfg: dict
     requires: tuple[str, ...] = ()
+    base: str = ""  # the run's name without its seed suffix
+
+    def __post_init__(self):
+        self.base = self.base or self.name
 
     @property
     def bank_ablation(self) -> bool:
@@ -68,9 +74,11 @@ class StudyConfig:
     epochs: int | None = None
     batch_size: int | None = None
     seed: int = 0
+    seeds: list[int] | None = None
     force_retrain: bool = False
     force_retrain_bank_ablation: bool = False
     force_analysis: bool = False
+    sync_bn: bool = False
     only: list[str] | None = None
     list_runs: bool = False
     progress: bool = True
@@ -86,6 +94,7 @@ class StudyConfig:
             s["student_epochs"] = self.epochs
         s["seed"] = self.seed
         s["preset"] = self.preset
+        s["seeds"] = list(self.seeds) if self.seeds else [self.seed]
         return s
 
 
@@ -149,6 +158,18 @@ def build_runs(settings: dict) -> list[Run]:
     return runs
 
 
+def build_study_runs(settings: dict, seeds: list[int] | None) -> list[Run]:
+    """One chain of runs per seed (names end in `_seed<k>`), or the plain chain without --seeds."""
+    if not seeds:
+        return build_runs(settings)
+    runs = []
+    for seed in seeds:
+        for r in build_runs({**settings, "seed": seed}):
+            runs.append(Run(f"{r.name}_seed{seed}", r.stage, r.cfg, tuple(f"{d}_seed{seed}" for d in r.requires),
+                            base=r.name))
+    return runs
+
+
 # ---------------------------------------------------------------- command line
 def in_notebook() -> bool:
     return "ipykernel" in sys.modules and "IPython" in sys.modules
@@ -170,11 +191,15 @@ def parse_args(argv: list[str] | None, defaults: StudyConfig) -> StudyConfig:
     p.add_argument("--epochs", type=int, default=defaults.epochs, help="student epochs")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
     p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--seeds", type=int, nargs="+", default=defaults.seeds,
+                   help="run every selected experiment once per seed; results give mean ± std")
     p.add_argument("--force-retrain", action="store_true", default=defaults.force_retrain)
     p.add_argument("--force-retrain-bank-ablation", action="store_true",
                    default=defaults.force_retrain_bank_ablation)
     p.add_argument("--force-analysis", action="store_true", default=defaults.force_analysis,
                    help="recompute metrics and figures of cached runs")
+    p.add_argument("--sync-bn", action="store_true", default=defaults.sync_bn,
+                   help="SyncBatchNorm across torchrun processes (CUDA only)")
     p.add_argument("--only", default=",".join(defaults.only or []) or None, help="NAME[,NAME...]")
     p.add_argument("--list", dest="list_runs", action="store_true", help="print the runs in order and exit")
     a = p.parse_args(argv)
@@ -182,6 +207,10 @@ def parse_args(argv: list[str] | None, defaults: StudyConfig) -> StudyConfig:
     for key, value in vars(a).items():
         setattr(cfg, key, value)
     cfg.only = [x.strip() for x in a.only.split(",") if x.strip()] if a.only else None
+    if cfg.seeds:
+        if len(set(cfg.seeds)) != len(cfg.seeds):
+            p.error(f"--seeds must be distinct, got {cfg.seeds}")
+        cfg.seed = cfg.seeds[0]
     cfg.progress = not os.environ.get("TQDM_DISABLE")
     return cfg
 
@@ -205,9 +234,11 @@ def validate(cfg: StudyConfig) -> list[Run]:
     if s["bank_negatives"] > train_size:
         raise ValueError(f"bank negatives {s['bank_negatives']} exceed the bank size (one slot per training "
                          f"image: {train_size})")
+    if cfg.sync_bn and not (torch.cuda.is_available() and cfg.device != "cpu"):
+        raise ValueError("--sync-bn needs CUDA (torch's SyncBatchNorm does not run on the CPU)")
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but no CUDA device is available; use --device cpu or auto")
-    runs = build_runs(s)
+    runs = build_study_runs(s, cfg.seeds)
     for r in runs:
         c = r.cfg
         if "temperature" in c and not c["temperature"] > 0:
@@ -218,7 +249,7 @@ def validate(cfg: StudyConfig) -> list[Run]:
             raise ValueError(f"{r.name}: beta must be >= 0, got {c['beta']}")
         if not c["lr"] > 0:
             raise ValueError(f"{r.name}: learning rate must be > 0, got {c['lr']}")
-    names = [r.name for r in runs]
+    names = [r.name for r in runs] + [r.base for r in runs]
     for name in cfg.only or []:
         if name not in names:
             raise ValueError(f"unknown run {name!r}; --list prints the {len(names)} runs of this preset")
@@ -226,7 +257,7 @@ def validate(cfg: StudyConfig) -> list[Run]:
     try:
         for sub in ("pth_models", "json_results/training_logs", "plots"):
             (out / sub).mkdir(parents=True, exist_ok=True)
-        probe = out / "json_results" / ".write_test"
+        probe = out / "json_results" / f".write_test.{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:
@@ -252,7 +283,7 @@ class Study:
     def __init__(self, cfg: StudyConfig, runs: list[Run] | None = None):
         self.cfg = cfg
         self.settings = cfg.settings()
-        self.runs = {r.name: r for r in (runs or build_runs(self.settings))}
+        self.runs = {r.name: r for r in (runs or build_study_runs(self.settings, cfg.seeds))}
         self.info = dataset_info(self.settings["dataset"])
         self.device = resolve_device(cfg.device)
         self.out = Path(cfg.out_dir)
@@ -264,6 +295,7 @@ class Study:
         self.models: dict[str, ModelWrapper] = {}
         self.fingerprints: dict[str, str] = {}
         self.results = self._load_results()
+        self.touched: set[str] = set()
         self.train: Split | None = None
         self.test: Split | None = None
 
@@ -296,7 +328,8 @@ class Study:
 
     def order(self) -> list[str]:
         """The selected runs and, before them, what they need."""
-        wanted = self.cfg.only or list(self.runs)
+        only = set(self.cfg.only or [])
+        wanted = [n for n, r in self.runs.items() if not only or n in only or r.base in only]
         ordered: list[str] = []
 
         def visit(name):
@@ -318,13 +351,39 @@ class Study:
     def forced(self, run: Run) -> bool:
         return self.cfg.force_retrain or (self.cfg.force_retrain_bank_ablation and run.bank_ablation)
 
-    def run(self, name: str) -> ModelWrapper:
-        """Load or train one run (and, first, what it needs); evaluate; record; return the model."""
+    def run_all(self, names: list[str]) -> None:
+        """Run these in order, but skip past a run another process holds and come back to it, so
+        that several processes sharing the out-dir work through the study together."""
+        pending = [n for n in names if n not in self.models]
+        while pending:
+            progressed = False
+            for name in list(pending):
+                if self.run(name, wait=False) is not None:
+                    pending.remove(name)
+                    progressed = True
+            if pending and not progressed:
+                time.sleep(0.5)
+
+    def run(self, name: str, wait: bool = True) -> ModelWrapper | None:
+        """Load or train one run (and, first, what it needs); evaluate; record; return the model.
+
+        The run's lock file is held from the cache check until its checkpoint is written; with
+        wait=False a run locked by another process returns None instead of waiting."""
         if name in self.models:
             return self.models[name]
         run = self.runs[name]
         for dep in run.requires:
             self.run(dep)
+        ddp = distributed.current()
+        if ddp.world_size > 1 and not ddp.main:  # rank 0 holds the lock for the whole group
+            return self._run_locked(run)
+        with file_lock(self.models_dir / f".{name}.lock", blocking=wait or ddp.world_size > 1) as locked:
+            if not locked:
+                return None
+            return self._run_locked(run)
+
+    def _run_locked(self, run: Run) -> ModelWrapper:
+        name = run.name
         cfg = self.run_config(run)
         path = self.models_dir / f"{name}.pth"
         model, ckpt, why = None, None, "no checkpoint"
@@ -346,30 +405,55 @@ class Study:
                     why = "config changed (" + "; ".join(diff) + ")"
                     ckpt = None
         cached = model is not None
+        ddp = distributed.current()
+        if distributed.broadcast(cached) != cached:
+            raise RuntimeError(f"[{name}] rank {ddp.rank} disagrees with rank 0 about the cached checkpoint {path}")
         if not cached:
             print(f"== {name}: training ({why})")
             print("   config: " + json.dumps(cfg, sort_keys=True))
             model, ckpt = self._train(run, cfg, path)
         self.models[name] = model
         self.fingerprints[name] = ckpt["weights_sha256"]
-        entry = {"stage": run.stage, "config": cfg, "metrics": ckpt["metrics"], "cached": cached,
+        if not ddp.main:
+            distributed.barrier()  # rank 0 evaluates, analyses and records
+            return model
+        entry = {"stage": run.stage, "base": run.base, "config": cfg, "metrics": ckpt["metrics"], "cached": cached,
                  "checkpoint": str(path.relative_to(self.out)) if path.is_relative_to(self.out) else str(path),
                  "environment": ckpt.get("environment", {})}
-        previous = self.results["runs"].get(name, {})
+        previous = self._read_results()["runs"].get(name) or self.results["runs"].get(name, {})
         if cached and previous.get("config") == cfg and "analysis" in previous:
             entry["analysis"] = previous["analysis"]
         self.results["runs"][name] = entry
+        self.touched.add(name)
         self.analyze(run, model, cached)
         self.save_results()
         summary = ", ".join(f"{k} {v:.2f}" for k, v in ckpt["metrics"].items()
                             if isinstance(v, float) and k.endswith("acc"))
         print(f"== {name}: {'cached' if cached else 'trained in %.1fs' % ckpt['metrics'].get('train_seconds', 0)}"
               + (f"; {summary}" if summary else ""))
+        distributed.barrier()
         return model
 
+    def _read_results(self) -> dict:
+        try:
+            data = json.loads(self.results_path.read_text())
+            if data.get("settings") == self.settings:
+                return data
+        except (OSError, json.JSONDecodeError):
+            pass
+        return {"settings": self.settings, "runs": {}}
+
     def save_results(self) -> None:
-        self.results["environment"] = environment()
-        write_json(self.results_path, self.results)
+        """Merge this process's entries into the file on disk (other processes may share it)."""
+        from .report import aggregate
+
+        with file_lock(self.results_path.with_name("." + self.results_path.name + ".lock")):
+            merged = self._read_results()
+            merged["runs"].update({n: self.results["runs"][n] for n in self.touched})
+            merged["environment"] = environment()
+            merged["aggregates"] = aggregate(merged)
+            write_json(self.results_path, merged)
+        self.results = merged
 
     def _model(self, cfg: dict) -> ModelWrapper:
         torch.manual_seed(cfg["seed"])
@@ -377,6 +461,8 @@ class Study:
                              in_channels=cfg["in_channels"]).to(self.device)
         if cfg.get("channels_last"):
             model = model.to(memory_format=torch.channels_last)
+        if self.cfg.sync_bn and distributed.current().world_size > 1:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return model
 
     def _train(self, run: Run, cfg: dict, path: Path):
@@ -408,6 +494,8 @@ class Study:
         train_seconds = time.perf_counter() - start
         if teacher is not None:
             check_frozen(run.name, frozen, teacher.backbone)
+        if not distributed.current().main:
+            return model, {"weights_sha256": weights_sha256(model.state_dict()), "metrics": {}}
         metrics = {"train_seconds": train_seconds, **self.evaluate(run, cfg, model)}
         ckpt = save_checkpoint(path, model.state_dict(), cfg, metrics)
         log["metrics"] = metrics
@@ -466,6 +554,8 @@ class Study:
         from . import plots
         from .report import write_report
 
+        if not distributed.current().main:
+            return ""
         self.save_results()
         plots.study_figures(self.results, self.plots_dir)
         return write_report(self.results_path).read_text()

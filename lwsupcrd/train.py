@@ -22,7 +22,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, atomic_write, safe_load
-from .data import DatasetInfo, Split, augment
+from .data import DatasetInfo, Split, crop_flip, crop_flip_params
+from . import distributed
+from .distributed import all_reduce_sum, average_gradients, current, gather, gather_with_grad
 from .losses import crd_loss, lw_supcrd_loss, supcon_loss
 from .memory_bank import MomentumMemoryBank
 from .models import ModelWrapper
@@ -41,9 +43,11 @@ class TrainingInterrupted(RuntimeError):
 
 @dataclass
 class Batch:
-    images: torch.Tensor  # (B, C, H, W) uint8
-    labels: torch.Tensor  # (B,)
-    slots: torch.Tensor  # (B,) position in the training set: instance id and memory-bank slot
+    """This rank's shard of a global batch, its views already augmented on the device."""
+
+    x: torch.Tensor  # (views * b, C, H, W) normalised: all first views, then all second views
+    labels: torch.Tensor  # (b,)
+    slots: torch.Tensor  # (b,) position in the training set: instance id and memory-bank slot
 
 
 @dataclass
@@ -58,40 +62,30 @@ class StepContext:
     extra: dict = field(default_factory=dict)
 
 
-def _two_views(ctx: StepContext, batch: Batch) -> torch.Tensor:
-    x = torch.cat([augment(batch.images, ctx.info, ctx.generator), augment(batch.images, ctx.info, ctx.generator)])
-    return x.contiguous(memory_format=torch.channels_last) if ctx.cfg.get("channels_last") else x
-
-
 def step_ce(ctx, batch):
-    x = augment(batch.images, ctx.info, ctx.generator)
-    if ctx.cfg.get("channels_last"):
-        x = x.contiguous(memory_format=torch.channels_last)
-    logits = ctx.model.classifier(ctx.model.backbone.forward_features(x))
+    logits = ctx.model.classifier(ctx.model.backbone.forward_features(batch.x))
     loss = F.cross_entropy(logits.float(), batch.labels)
     return loss, {"ce": loss}, (logits.argmax(1) == batch.labels).sum(), len(batch.labels)
 
 
 def step_undistilled(ctx, batch):
-    x, labels = _two_views(ctx, batch), batch.labels.repeat(2)
-    logits = ctx.model.classifier(ctx.model.backbone.forward_features(x))
+    labels = batch.labels.repeat(2)
+    logits = ctx.model.classifier(ctx.model.backbone.forward_features(batch.x))
     loss = F.cross_entropy(logits.float(), labels)
     return loss, {"ce": loss}, (logits.argmax(1) == labels).sum(), len(labels)
 
 
 def step_projection(ctx, batch):
-    x, labels = _two_views(ctx, batch), batch.labels.repeat(2)
     with torch.inference_mode():
-        features = ctx.model.backbone.forward_features(x)
-    z = ctx.model.project(features.clone())
-    loss = supcon_loss(z, labels, ctx.cfg["temperature"], validate=False)
+        features = ctx.model.backbone.forward_features(batch.x)
+    z = gather_with_grad(ctx.model.project(features.clone()))
+    loss = supcon_loss(z, gather(batch.labels.repeat(2)), ctx.cfg["temperature"], validate=False)
     return loss, {"supcon": loss}, None, 0
 
 
 def step_supcon(ctx, batch):
-    x, labels = _two_views(ctx, batch), batch.labels.repeat(2)
-    _, z, _ = ctx.model(x)
-    loss = supcon_loss(z, labels, ctx.cfg["temperature"], validate=False)
+    _, z, _ = ctx.model(batch.x)
+    loss = supcon_loss(gather_with_grad(z), gather(batch.labels.repeat(2)), ctx.cfg["temperature"], validate=False)
     return loss, {"supcon": loss}, None, 0
 
 
@@ -105,9 +99,10 @@ def _teacher_keys(ctx, x):
 
 def _distill(ctx, batch, loss_name):
     cfg = ctx.cfg
-    x, labels, slots = _two_views(ctx, batch), batch.labels.repeat(2), batch.slots.repeat(2)
-    _, z, _ = ctx.model(x)
-    t, probs = _teacher_keys(ctx, x)
+    _, z_local, _ = ctx.model(batch.x)
+    t_local, probs = _teacher_keys(ctx, batch.x)
+    z, t = gather_with_grad(z_local), gather_with_grad(t_local)  # every rank's anchors and keys
+    labels, slots, probs = gather(batch.labels.repeat(2)), gather(batch.slots.repeat(2)), gather(probs)
     bank_keys = bank_labels = bank_ids = None
     if ctx.bank is not None:
         bank_keys, bank_labels, bank_ids = ctx.bank.sample(cfg["bank_negatives"])
@@ -116,9 +111,9 @@ def _distill(ctx, batch, loss_name):
     else:
         loss = lw_supcrd_loss(z, t, labels, probs, cfg["alpha"], cfg["beta"], cfg["temperature"],
                               cfg["adaptive_beta"], bank_keys, bank_labels, validate=False)
-    if ctx.bank is not None:
+    if ctx.bank is not None:  # the mean of the two views' keys, for every image of the global batch
         b = len(batch.slots)
-        ctx.extra["bank_update"] = (batch.slots, ((t[:b] + t[b:]) / 2).detach())
+        ctx.extra["bank_update"] = (gather(batch.slots), gather(((t_local[:b] + t_local[b:]) / 2).detach()))
     return loss, {loss_name: loss}, None, 0
 
 
@@ -194,12 +189,16 @@ def check_frozen(run_name: str, before: dict[str, torch.Tensor], module: nn.Modu
 
 def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: DatasetInfo, device: torch.device,
         teacher: ModelWrapper | None = None, resume_path: str | Path | None = None,
-        on_epoch: Callable[[dict], None] | None = None, progress: bool = True) -> list[dict]:
+        on_epoch: Callable[[dict], None] | None = None, progress: bool = True,
+        bank: MomentumMemoryBank | None = None) -> list[dict]:
     """Train `model` (and, for distillation, the teacher's projection head) for cfg["epochs"].
 
     `train` must already be on `device`. Returns one row per epoch. Writes `resume_path` after each
-    epoch and resumes from it when it exists and was written with the same `cfg`.
+    epoch (rank 0 under torchrun) and resumes from it when it exists and was written with the same
+    `cfg`. With `bank_negatives` in cfg a memory bank is made, unless the caller passes `bank`.
+    Under torchrun, cfg["batch_size"] is the global batch, split evenly across the ranks.
     """
+    ddp = current()
     method = cfg["method"]
     if method not in STEPS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(STEPS)}")
@@ -208,11 +207,14 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
     n, batch_size = len(train), cfg["batch_size"]
     if not 2 <= batch_size <= n:
         raise ValueError(f"batch_size must lie in [2, {n}] (the training set size), got {batch_size}")
+    if batch_size % ddp.world_size:
+        raise ValueError(f"batch_size {batch_size} must divide evenly over {ddp.world_size} processes")
+    local = batch_size // ddp.world_size
+    shard = slice(ddp.rank * local, (ddp.rank + 1) * local)
 
     generator = torch.Generator(device=device)
     generator.manual_seed(cfg["seed"])
-    bank = None
-    if cfg.get("bank_negatives"):
+    if cfg.get("bank_negatives") and bank is None:
         bank = MomentumMemoryBank(n, teacher.projection[-1].out_features, train.labels,
                                   momentum=cfg["bank_momentum"], seed=cfg["seed"], device=device)
     params = trainable_parameters(method, model, teacher)
@@ -249,7 +251,7 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
     views = 1 if method == "ce" else 2
 
     def save_resume(epoch: int) -> None:
-        if resume_path is None:
+        if resume_path is None or not ddp.main:
             return
         state = {"format": RESUME_FORMAT, "config": cfg, "epoch": epoch, "model": model.state_dict(),
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -279,16 +281,25 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
             seen_total = 0
             bad_step = torch.full((), -1, device=device, dtype=torch.long)
             bar = None
-            if progress and tqdm is not None:
+            if progress and tqdm is not None and ddp.main:
                 bar = tqdm(total=steps_per_epoch, desc=f"{run_name} {epoch + 1}/{cfg['epochs']}", leave=False,
                            unit="step", disable=bool(os.environ.get("TQDM_DISABLE")))
             for step in range(steps_per_epoch):
                 idx = perm[step * batch_size:(step + 1) * batch_size]
-                batch = Batch(train.images[idx], train.labels[idx], idx)
+                mine = idx[shard]
+                images = train.images[mine]
+                # augmentation parameters are drawn for the global batch, so every rank (and a
+                # single process) consumes the generator identically; each rank applies its shard
+                x = torch.cat([crop_flip(images, [p[shard] for p in crop_flip_params(batch_size, generator, device)],
+                                         info) for _ in range(views)])
+                if cfg.get("channels_last"):
+                    x = x.contiguous(memory_format=torch.channels_last)
+                batch = Batch(x, train.labels[mine], mine)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     loss, parts, correct, seen = step_fn(ctx, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                average_gradients(params)
                 grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
                 finite = torch.isfinite(loss) & torch.isfinite(grad_norm)
                 if ctx.step_checks:
@@ -326,6 +337,11 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - start
+            if ddp.world_size > 1:  # per-rank terms (cross-entropy, accuracy) become global means
+                distributed.broadcast_buffers(model)
+                sums = {k: all_reduce_sum(v) / ddp.world_size for k, v in sums.items()}
+                correct_total = all_reduce_sum(correct_total)
+                seen_total *= ddp.world_size
             row = {"epoch": epoch + 1, **{k: float(v) / steps_per_epoch for k, v in sums.items()},
                    "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": seconds,
                    "images_per_second": steps_per_epoch * batch_size / seconds}
@@ -337,7 +353,9 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
                 if not bool(torch.isfinite(p).all()):
                     raise NonFiniteError(f"[{run_name}] parameter {name} became non-finite in epoch {epoch + 1}")
             save_resume(epoch + 1)
-            if on_epoch is not None:
+            if ddp.world_size > 1:
+                distributed.barrier()
+            if on_epoch is not None and ddp.main:
                 on_epoch(row)
     except KeyboardInterrupt:
         done = len(history)

@@ -128,3 +128,62 @@ def test_unwritable_out_dir(tmp_path):
     blocker.write_text("not a folder")
     res = run_script("--preset", "smoke", "--out-dir", blocker / "out")
     assert res.returncode == 2 and "not writable" in res.stderr
+
+
+def test_seeds_give_mean_std_and_paired_significance(smoke, tmp_path):
+    res = run_script("--preset", "smoke", "--data-dir", smoke["data"], "--out-dir", tmp_path, "--seeds", "0", "1",
+                     "--only", "student_baseline_supcon_resnet8_cifar100,student_undistilled_resnet8_cifar100")
+    assert res.returncode == 0, res.stderr[-3000:]
+    names = [f"{b}_seed{s}" for s in (0, 1) for b in ("student_baseline_supcon_resnet8_cifar100",
+                                                      "student_undistilled_resnet8_cifar100")]
+    assert sorted(trained_runs(res.stdout)) == sorted(names)
+    for name in names:
+        assert (tmp_path / "pth_models" / f"{name}.pth").exists()
+        assert (tmp_path / "json_results" / "training_logs" / f"{name}.json").exists()
+    results = json.loads((tmp_path / "json_results" / "comprehensive_results_resnet8_cifar100.json").read_text())
+    agg = results["aggregates"]["student_undistilled_resnet8_cifar100"]["probe_test_acc"]
+    accs = [results["runs"][f"student_undistilled_resnet8_cifar100_seed{s}"]["metrics"]["probe_test_acc"]
+            for s in (0, 1)]
+    assert agg["n"] == 2 and agg["mean"] == pytest.approx(sum(accs) / 2)
+    assert agg["std"] == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
+    assert results["runs"][names[0]]["config"]["seed"] == 0 and results["runs"][names[2]]["config"]["seed"] == 1
+    report = (tmp_path / "json_results" / "REPORT.md").read_text()
+    assert "(n=2)" in report and "(p=" in report
+
+
+def test_paired_significance_rule():
+    from lwsupcrd.report import Group, paired_delta
+
+    def group(accs):
+        return Group("x", [{"stage": "baselines", "config": {"seed": s, "method": "supcon"},
+                            "metrics": {"probe_test_acc": a}} for s, a in enumerate(accs)])
+
+    ref = group([50.0, 52.0, 51.0, 53.0])
+    assert paired_delta(group([51.0, 53.1, 51.9, 54.0]), ref).startswith("+1.00*")  # diffs 1.0, 1.1, 0.9, 1.0: a consistent gain
+    noisy = paired_delta(group([53.0, 50.0, 54.0, 50.5]), ref)
+    assert "*" not in noisy  # same mean gain order, but the seeds disagree
+
+
+def test_two_processes_share_one_study(smoke, tmp_path):
+    """Sharding: two processes work through one smoke study at once; every run is trained once."""
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    env = {**__import__("os").environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    wanted = ["teacher_resnet8_cifar100", "teacher_resnet8_cifar100_with_projection"] + BANK_RUNS
+    cmd = [sys.executable, str(ROOT / "desupcon.py"), "--preset", "smoke", "--data-dir", str(smoke["data"]),
+           "--out-dir", str(tmp_path), "--only", ",".join(BANK_RUNS)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    trained = [trained_runs(out) for out, _ in outs]
+    assert sorted(trained[0] + trained[1]) == sorted(wanted)  # each run trained exactly once
+    assert trained[0] and trained[1]  # and both did some of the work
+    results = json.loads((tmp_path / "json_results" / "comprehensive_results_resnet8_cifar100.json").read_text())
+    assert set(results["runs"]) == set(wanted)
+    for name in wanted:
+        load_checkpoint(tmp_path / "pth_models" / f"{name}.pth")

@@ -1,0 +1,79 @@
+"""torchrun with 2 Gloo processes on the CPU: the same step as one process, identical banks,
+and one set of outputs."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from helpers import ROOT, trained_runs
+
+sys.path.insert(0, os.path.dirname(__file__))
+from ddp_setup import CFG, make_models, make_split  # noqa: E402
+
+from lwsupcrd.data import crop_flip, crop_flip_params  # noqa: E402
+from lwsupcrd.losses import lw_supcrd_loss  # noqa: E402
+from lwsupcrd.memory_bank import MomentumMemoryBank  # noqa: E402
+
+
+def torchrun(*args, timeout=300):
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+
+
+def reference_first_step_loss():
+    """The same global batch in one process. Without SyncBatchNorm (which needs CUDA) each rank
+    normalises its own shard, so the reference forwards the two shards separately."""
+    train, info = make_split()
+    student, teacher = make_models()
+    student.train()
+    teacher.eval()
+    gen = torch.Generator().manual_seed(CFG["seed"])
+    perm = torch.randperm(16, generator=gen)
+    params = [crop_flip_params(16, gen, "cpu") for _ in range(2)]
+    bank = MomentumMemoryBank(16, 64, train.labels, momentum=0.5, seed=CFG["seed"])
+    zs, ts, probs, labels = [], [], [], []
+    for rank in range(2):
+        mine = perm[rank * 8:(rank + 1) * 8]
+        x = torch.cat([crop_flip(train.images[mine], [p[rank * 8:(rank + 1) * 8] for p in view], info)
+                       for view in params])
+        zs.append(student(x)[1])
+        with torch.no_grad():
+            f = teacher.backbone.forward_features(x)
+            probs.append(torch.softmax(teacher.classifier(f), 1))
+        ts.append(teacher.project(f))
+        labels.append(train.labels[mine].repeat(2))
+    keys, bank_labels, _ = bank.sample(CFG["bank_negatives"])
+    return float(lw_supcrd_loss(torch.cat(zs), torch.cat(ts), torch.cat(labels), torch.cat(probs), 1.0, 10.0, 0.07,
+                                True, keys, bank_labels).detach())
+
+
+def test_two_process_step_matches_single_process_and_banks_agree(tmp_path):
+    res = torchrun(ROOT / "tests" / "ddp_worker.py", tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r0 = torch.load(tmp_path / "rank0.pth", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pth", weights_only=True)
+    assert r0["world"] == r1["world"] == 2
+    assert torch.equal(r0["bank"], r1["bank"])  # every rank applied the same global update
+    for k in r0["student"]:
+        assert torch.allclose(r0["student"][k], r1["student"][k], atol=1e-6), k  # gradients were averaged
+    assert r0["loss"] == pytest.approx(reference_first_step_loss(), rel=1e-5)
+    assert (tmp_path / "ddp.resume.pth").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_study_writes_one_set_of_outputs(smoke, tmp_path):
+    name = "student_lwsupcrd_bank64_resnet8_cifar100"
+    res = torchrun(ROOT / "desupcon.py", "--preset", "smoke", "--data-dir", smoke["data"], "--out-dir", tmp_path,
+                   "--only", name, "--device", "cpu")
+    assert res.returncode == 0, res.stderr[-3000:]
+    trained = trained_runs(res.stdout)
+    assert trained == ["teacher_resnet8_cifar100", "teacher_resnet8_cifar100_with_projection", name]  # once each
+    logs = sorted(p.name for p in (tmp_path / "json_results" / "training_logs").iterdir())
+    assert logs == sorted(f"{n}.json" for n in trained)
+    assert not [p for p in tmp_path.rglob("*.tmp")]
+    results = json.loads((tmp_path / "json_results" / "comprehensive_results_resnet8_cifar100.json").read_text())
+    assert set(results["runs"]) == set(trained)
