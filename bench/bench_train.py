@@ -138,7 +138,7 @@ def main():
     p.add_argument("--teacher", default="resnet20")
     p.add_argument("--student", default="resnet8")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--images", type=int, default=2048, help="size of the synthetic training split")
+    p.add_argument("--images", type=int, default=4224, help="size of the synthetic training split (>= the 4,096 bank negatives)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference loop")

@@ -88,8 +88,10 @@ def conditions(results: dict, groups: list[Group]) -> str:
     s = results["settings"]
     env = results.get("environment", {})
     entries = [e for g in groups for e in g.entries]
-    hardware = sorted({e.get("environment", {}).get("gpu") or e.get("environment", {}).get("platform", "?")
-                       for e in entries}) or [env.get("platform", "?")]
+    def machine(e: dict) -> str:
+        return e.get("gpu") or f"CPU, {e.get('cpu_threads', '?')} threads ({e.get('platform', '?')})"
+
+    hardware = sorted({machine(e.get("environment", {})) for e in entries}) or [machine(env)]
     epochs = sorted({e["config"]["epochs"] for e in entries})
     seeds = sorted({e["config"]["seed"] for e in entries})
     return (f"*Preset `{s.get('preset', '?')}`, dataset {s['dataset']}, student {s['student_arch']}, teacher "
@@ -109,7 +111,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def label(g: Group) -> str:
     c = g.config
     bank = f" + bank {c['bank_negatives']}" if c.get("bank_negatives") else ""
-    ablation = " (no bank, wd 1e-4, cosine)" if g.stage == "bank_ablation" and not bank else ""
+    ablation = " (wd 1e-4, cosine)" if g.stage == "bank_ablation" else ""
     if g.stage == "teacher":
         return f"Teacher ({c['arch']})"
     if c["method"] == "lwsupcrd":

@@ -79,6 +79,7 @@ class StudyConfig:
     force_retrain_bank_ablation: bool = False
     force_analysis: bool = False
     sync_bn: bool = False
+    cpu_bf16: bool = False
     only: list[str] | None = None
     list_runs: bool = False
     progress: bool = True
@@ -200,6 +201,8 @@ def parse_args(argv: list[str] | None, defaults: StudyConfig) -> StudyConfig:
                    help="recompute metrics and figures of cached runs")
     p.add_argument("--sync-bn", action="store_true", default=defaults.sync_bn,
                    help="SyncBatchNorm across torchrun processes (CUDA only)")
+    p.add_argument("--cpu-bf16", action="store_true", default=defaults.cpu_bf16,
+                   help="bf16 autocast on the CPU (faster where the CPU has bf16 units; see bench/RESULTS.md)")
     p.add_argument("--only", default=",".join(defaults.only or []) or None, help="NAME[,NAME...]")
     p.add_argument("--list", dest="list_runs", action="store_true", help="print the runs in order and exit")
     a = p.parse_args(argv)
@@ -344,6 +347,8 @@ class Study:
 
     def run_config(self, run: Run) -> dict:
         cfg = dict(run.cfg, train_size=len(self.train), channels_last=self.device.type == "cuda")
+        if self.device.type == "cpu" and self.cfg.cpu_bf16:
+            cfg["amp"] = True
         if run.requires:
             cfg["requires"] = {dep: self.fingerprints[dep] for dep in run.requires}
         return cfg
