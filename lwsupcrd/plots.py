@@ -3,7 +3,6 @@ study-level comparisons. Every file is written atomically."""
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import matplotlib
@@ -11,7 +10,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from .analysis import Embeddings  # noqa: E402
 from .checkpoint import atomic_write  # noqa: E402

@@ -13,7 +13,7 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -83,7 +83,6 @@ class StudyConfig:
     only: list[str] | None = None
     list_runs: bool = False
     progress: bool = True
-    resolved: dict = field(default_factory=dict)
 
     def settings(self) -> dict:
         """The preset with the overrides applied: what every run is built from."""

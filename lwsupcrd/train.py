@@ -8,7 +8,6 @@ training state goes to a resume checkpoint, so rerunning after a kill continues 
 """
 from __future__ import annotations
 
-import math
 import os
 import random
 import time

@@ -1,7 +1,5 @@
 import os
 import sys
-
-import pytest
 from pathlib import Path
 
 import pytest
@@ -9,8 +7,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TQDM_DISABLE", "1")
-
-
 
 
 @pytest.fixture(scope="session")

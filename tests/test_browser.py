@@ -47,7 +47,7 @@ def test_hypersphere_page_renders_offline(tmp_path):
                     titles: Array.from(document.querySelectorAll('.annotation-text')).map(a => a.textContent)};
         }""")
         page.wait_for_timeout(1500)
-        shot = page.screenshot(path=str(tmp_path / "shot.png"))
+        page.screenshot(path=str(tmp_path / "shot.png"))
         browser.close()
     assert blocked == []
     assert counts["scenes"] == 2

@@ -3,7 +3,6 @@ import os
 
 import jupytext
 import nbformat
-import pytest
 
 from helpers import ROOT
 

@@ -12,7 +12,7 @@ import torch
 
 from helpers import ROOT, run_script, trained_runs
 from lwsupcrd.checkpoint import CheckpointError, atomic_write, load_checkpoint, safe_load, save_checkpoint
-from lwsupcrd.data import DATASETS, balanced_subset, load_split, write_cifar_like
+from lwsupcrd.data import DATASETS, load_split, write_cifar_like
 from lwsupcrd.models import ModelWrapper
 from lwsupcrd.train import NonFiniteError, check_frozen, fit, frozen_snapshot
 

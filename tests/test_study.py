@@ -5,9 +5,8 @@ import time
 import pytest
 import torch
 
-from helpers import ROOT, cached_runs, run_script, trained_runs
+from helpers import cached_runs, run_script, trained_runs
 from lwsupcrd.checkpoint import load_checkpoint
-from lwsupcrd.data import write_cifar_like
 from lwsupcrd.models import ModelWrapper
 from lwsupcrd.study import PRESETS, build_runs
 
