@@ -568,7 +568,7 @@ class Study:
 def estimate_cpu_hours(study: Study) -> float:
     """Time one training step of the teacher and of a distilled student here, and extrapolate."""
     s = study.settings
-    steps = (s["train_subset"] or study.info.train_size) // s["batch_size"]
+    steps = len(study.train) // s["batch_size"]
     x = torch.randn(8, study.info.channels, study.info.size, study.info.size)
     seconds = 0.0
     for arch, epochs, views in ((s["teacher_arch"], s["teacher_epochs"], 1), (s["student_arch"], s["student_epochs"], 3)):

@@ -77,3 +77,44 @@ def test_torchrun_study_writes_one_set_of_outputs(smoke, tmp_path):
     assert not [p for p in tmp_path.rglob("*.tmp")]
     results = json.loads((tmp_path / "json_results" / "comprehensive_results_resnet8_cifar100.json").read_text())
     assert set(results["runs"]) == set(trained)
+
+
+@pytest.mark.slow
+def test_torchrun_resume_after_sigkill_matches_uninterrupted_run(smoke, tmp_path):
+    import shutil
+    import time
+
+    name = "student_lwsupcrd_bank64_resnet8_cifar100"
+    base = tmp_path / "base"
+    res = torchrun(ROOT / "desupcon.py", "--preset", "smoke", "--data-dir", smoke["data"], "--out-dir", base,
+                   "--only", "teacher_resnet8_cifar100_with_projection", "--device", "cpu")
+    assert res.returncode == 0, res.stderr[-3000:]
+    shutil.copytree(base, tmp_path / "killed")
+    args = ["--preset", "smoke", "--data-dir", smoke["data"], "--only", name, "--device", "cpu", "--epochs", "5"]
+    res = torchrun(ROOT / "desupcon.py", *args, "--out-dir", base)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(ROOT / "desupcon.py"), *map(str, args), "--out-dir", str(tmp_path / "killed")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT,
+                            start_new_session=True)
+    resume = tmp_path / "killed" / "pth_models" / f"{name}.resume.pth"
+    start = time.time()
+    while not resume.exists():
+        assert proc.poll() is None and time.time() - start < 120
+        time.sleep(0.05)
+    time.sleep(0.5)
+    # the launcher and both ranks (torchrun starts each rank in a session of its own)
+    subprocess.run(["pkill", "-9", "-f", str(tmp_path / "killed")])
+    proc.wait()
+    time.sleep(0.5)
+    assert not (tmp_path / "killed" / "pth_models" / f"{name}.pth").exists()
+    res = torchrun(ROOT / "desupcon.py", *args, "--out-dir", tmp_path / "killed")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resuming after epoch" in res.stdout
+    from lwsupcrd.checkpoint import load_checkpoint
+
+    a = load_checkpoint(base / "pth_models" / f"{name}.pth")
+    b = load_checkpoint(tmp_path / "killed" / "pth_models" / f"{name}.pth")
+    assert a["weights_sha256"] == b["weights_sha256"]
