@@ -38,7 +38,7 @@ PRESETS: dict[str, dict] = {
                   teacher_epochs=12, teacher_lr=0.1, projection_epochs=2, student_epochs=4, batch_size=128,
                   student_lr=2e-3, bank_negatives=4096, probe_epochs=15, sweeps=False, bank_ablation=False),
     # seconds: every run of the protocol on a tiny budget, for tests
-    "smoke": dict(dataset="cifar100", teacher_arch="resnet8", student_arch="resnet8", train_subset=None,
+    "smoke": dict(dataset="cifar100", teacher_arch="resnet8", student_arch="resnet8", train_subset=1000,
                   teacher_epochs=1, teacher_lr=0.05, projection_epochs=1, student_epochs=1, batch_size=32,
                   student_lr=1e-3, bank_negatives=64, probe_epochs=2, sweeps=True, bank_ablation=True),
 }
