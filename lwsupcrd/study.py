@@ -296,20 +296,10 @@ class Study:
                              f"comprehensive_results_{self.settings['student_arch']}_{self.settings['dataset']}.json")
         self.models: dict[str, ModelWrapper] = {}
         self.fingerprints: dict[str, str] = {}
-        self.results = self._load_results()
+        self.results = self._read_results()
         self.touched: set[str] = set()
         self.train: Split | None = None
         self.test: Split | None = None
-
-    def _load_results(self) -> dict:
-        if self.results_path.exists():
-            try:
-                data = json.loads(self.results_path.read_text())
-                if data.get("settings") == self.settings:
-                    return data
-            except (json.JSONDecodeError, OSError):
-                print(f"results file {self.results_path} is unreadable; starting a new one")
-        return {"settings": self.settings, "environment": environment(), "runs": {}}
 
     def load_data(self) -> None:
         s = self.settings
@@ -439,12 +429,16 @@ class Study:
         return model
 
     def _read_results(self) -> dict:
+        """The results file on disk if it belongs to these settings, else an empty one (a file for
+        other settings, or an unreadable one, is replaced at the next save)."""
         try:
             data = json.loads(self.results_path.read_text())
             if data.get("settings") == self.settings:
                 return data
-        except (OSError, json.JSONDecodeError):
+        except FileNotFoundError:
             pass
+        except (OSError, json.JSONDecodeError):
+            print(f"results file {self.results_path} is unreadable; starting a new one")
         return {"settings": self.settings, "runs": {}}
 
     def save_results(self) -> None:

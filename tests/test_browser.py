@@ -12,6 +12,19 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/test.sh installs it)")
 
 
+def open_page(pw, path):
+    """Headless Chromium with every network request refused; returns (browser, page, blocked urls)."""
+    browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+        "--no-sandbox", "--enable-unsafe-swiftshader", "--disable-background-networking"])
+    page = browser.new_page(viewport={"width": 1400, "height": 800})
+    blocked = []
+    page.route("http*://**", lambda route: (blocked.append(route.request.url), route.abort()))
+    page.goto(path.as_uri())
+    page.wait_for_function("() => document.querySelector('.js-plotly-plot') && "
+                           "document.querySelector('.js-plotly-plot')._fullData", timeout=60_000)
+    return browser, page, blocked
+
+
 def make_page(tmp_path, n=300, classes=12):
     gen = torch.Generator().manual_seed(0)
     labels = torch.arange(n) % classes
@@ -30,14 +43,7 @@ def test_hypersphere_page_renders_offline(tmp_path):
     assert "cdn.plot.ly" not in html and "https://cdn" not in html
     assert (path.parent / "plotly.min.js").exists()
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--enable-unsafe-swiftshader", "--disable-background-networking", "--use-gl=swiftshader"])
-        page = browser.new_page(viewport={"width": 1400, "height": 800})
-        blocked = []
-        page.route("http*://**", lambda route: (blocked.append(route.request.url), route.abort()))
-        page.goto(path.as_uri())
-        page.wait_for_function("() => document.querySelector('.js-plotly-plot') && "
-                               "document.querySelector('.js-plotly-plot')._fullLayout", timeout=60_000)
+        browser, page, blocked = open_page(pw, path)
         counts = page.evaluate("""() => {
             const gd = document.querySelector('.js-plotly-plot');
             const scenes = Object.keys(gd._fullLayout).filter(k => /^scene\\d*$/.test(k));
@@ -69,14 +75,7 @@ def test_smoke_run_hypersphere_page_in_browser(smoke, tmp_path):
 
     page_path = smoke["out"] / "plots" / "student_lwsupcrd_bank64_resnet8_cifar100_hypersphere.html"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--enable-unsafe-swiftshader", "--disable-background-networking"])
-        page = browser.new_page(viewport={"width": 1400, "height": 800})
-        blocked = []
-        page.route("http*://**", lambda route: (blocked.append(route.request.url), route.abort()))
-        page.goto(page_path.as_uri())
-        page.wait_for_function("() => document.querySelector('.js-plotly-plot') && "
-                               "document.querySelector('.js-plotly-plot')._fullData", timeout=60_000)
+        browser, page, blocked = open_page(pw, page_path)
         per = page.evaluate("""() => {
             const per = {};
             for (const t of document.querySelector('.js-plotly-plot')._fullData) per[t.scene] = (per[t.scene] || 0) + t._length;
