@@ -52,11 +52,9 @@ class Batch:
 @dataclass
 class StepContext:
     cfg: dict
-    info: DatasetInfo
     model: ModelWrapper
     teacher: ModelWrapper | None
     bank: MomentumMemoryBank | None
-    generator: torch.Generator
     step_checks: bool  # check finiteness every step (free on CPU); on CUDA once per epoch
     extra: dict = field(default_factory=dict)
 
@@ -243,7 +241,7 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
         elif state is not None:
             print(f"[{run_name}] resume checkpoint {resume_path} is for another config; starting afresh")
 
-    ctx = StepContext(cfg, info, model, teacher, bank, generator, step_checks=device.type != "cuda")
+    ctx = StepContext(cfg, model, teacher, bank, step_checks=device.type != "cuda")
     step_fn = STEPS[method]
     use_amp = cfg.get("amp", device.type == "cuda")  # bf16 autocast; losses and BatchNorm stay float32
     steps_per_epoch = n // batch_size

@@ -19,4 +19,4 @@ def trained_runs(stdout: str) -> list[str]:
 
 def cached_runs(stdout: str) -> list[str]:
     return [line.split()[1].rstrip(":") for line in stdout.splitlines()
-            if line.startswith("== ") and line.rstrip().endswith(": cached") or ": cached;" in line]
+            if line.startswith("== ") and (line.rstrip().endswith(": cached") or ": cached;" in line)]
