@@ -51,7 +51,8 @@ import os
 import sys
 
 from lwsupcrd.distributed import init_from_env
-from lwsupcrd.study import Study, StudyConfig, estimate_cpu_hours, in_notebook, parse_args, validate
+from lwsupcrd.study import (Study, StudyConfig, estimate_cpu_hours, in_notebook, parse_args, set_cpu_threads,
+                            validate)
 from lwsupcrd.data import DataError
 from lwsupcrd.train import NonFiniteError, TrainingInterrupted
 
@@ -77,7 +78,8 @@ except ValueError as err:
     stop(str(err))
 study = Study(config, runs)
 print("settings:", study.settings)
-print(f"device: {study.device}; outputs under {study.out.resolve()}")
+threads = set_cpu_threads()  # one per usable core, shared by this machine's processes
+print(f"device: {study.device} ({threads} CPU threads); outputs under {study.out.resolve()}")
 
 # %% [markdown]
 # ## The runs

@@ -5,7 +5,8 @@ uint8 data of a dataset's shape and a randomly initialised teacher, so nothing i
     python bench/bench_train.py --teacher resnet50 --student resnet18 --device cuda --images 50000
 
 For each method it prints one JSON line (images/s, seconds per epoch of the full split, peak
-memory), measured over the second epoch of a `--images`-sized split (the first is warm-up).
+memory), measured over the second epoch of a `--images`-sized split (the first is warm-up and,
+for the compiled variants, compilation). "teacher" times the teacher's own cross-entropy training.
 The reference loop does the same step the common way: per-image torchvision transforms in a
 DataLoader, float32, contiguous layout, the teacher under no_grad.
 """
@@ -13,20 +14,20 @@ import argparse
 import json
 import platform
 import sys
-import time
 from datetime import date
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lwsupcrd.data import DATASETS, Split  # noqa: E402
-from lwsupcrd.losses import crd_loss, lw_supcrd_loss, supcon_loss  # noqa: E402
-from lwsupcrd.memory_bank import MomentumMemoryBank  # noqa: E402
 from lwsupcrd.models import ModelWrapper  # noqa: E402
 from lwsupcrd.train import fit  # noqa: E402
+from reference_loop import reference_fit  # noqa: E402
 
 METHODS = {
+    "teacher": dict(method="ce"),  # the teacher's own cross-entropy training, one view
     "undistilled": dict(method="undistilled"),
     "supcon": dict(method="supcon"),
     "crd": dict(method="crd"),
@@ -34,6 +35,18 @@ METHODS = {
     "lwsupcrd": dict(method="lwsupcrd", alpha=1.0, beta=10.0, adaptive_beta=True),
     "lwsupcrd_bank": dict(method="lwsupcrd", alpha=1.0, beta=10.0, adaptive_beta=True, bank_negatives=4096,
                           bank_momentum=0.5),
+}
+
+
+# our loop's variants: (bf16 autocast, channels_last, torch.compile mode)
+VARIANTS = {
+    "fp32": (False, False, None),
+    "channels_last": (False, True, None),
+    "bf16": (True, False, None),
+    "compile": (False, False, "default"),
+    "cuda": (True, True, None),  # what the study does on a GPU
+    "cuda_compile": (True, True, "default"),
+    "cuda_graphs": (True, True, "reduce-overhead"),
 }
 
 
@@ -52,83 +65,36 @@ def synthetic(info, n, seed=0):
     return Split(images, labels, torch.arange(n), [str(i) for i in range(info.num_classes)])
 
 
-def ours(args, name, info, train, device, amp, channels_last):
+def models(args, name, info, device, channels_last):
+    arch = args.teacher if name == "teacher" else args.student
     teacher = ModelWrapper(args.teacher, info.num_classes, in_channels=info.channels).to(device)
-    student = ModelWrapper(args.student, info.num_classes, in_channels=info.channels).to(device)
+    student = ModelWrapper(arch, info.num_classes, in_channels=info.channels).to(device)
     if channels_last:
         teacher, student = teacher.to(memory_format=torch.channels_last), student.to(memory_format=torch.channels_last)
     teacher.requires_grad_(False)
     teacher.projection.requires_grad_(True)
-    cfg = dict(METHODS[name], arch=args.student, epochs=2, batch_size=args.batch_size, optimizer="adam", lr=1e-3,
-               weight_decay=0.0, schedule="constant", temperature=0.07, seed=0, amp=amp, channels_last=channels_last)
-    rows = fit(name, cfg, student, train, info, device, teacher=teacher, progress=False)
+    return teacher, student
+
+
+def config(args, name, amp, channels_last):
+    arch = args.teacher if name == "teacher" else args.student
+    return dict(METHODS[name], arch=arch, epochs=2, batch_size=args.batch_size, optimizer="adam", lr=1e-3,
+                weight_decay=0.0, schedule="constant", temperature=0.07, seed=0, amp=amp, channels_last=channels_last)
+
+
+def ours(args, name, info, train, device, amp, channels_last, compile_mode):
+    teacher, student = models(args, name, info, device, channels_last)
+    rows = fit(name, config(args, name, amp, channels_last), student, train, info, device, teacher=teacher,
+               progress=False, compile_mode=compile_mode)
     return rows[-1]["images_per_second"]
 
 
 def reference(args, name, info, train, device, workers):
-    """The common loop: PIL images, torchvision transforms per image in DataLoader workers."""
-    from PIL import Image
-    from torchvision import transforms
-
-    spec = METHODS[name]
-    mode = "L" if info.channels == 1 else "RGB"
-    tf = transforms.Compose([transforms.RandomCrop(info.size, padding=4), transforms.RandomHorizontalFlip(),
-                             transforms.ToTensor(), transforms.Normalize(info.mean, info.std)])
-    arrays = train.images.permute(0, 2, 3, 1).numpy()
-
-    class TwoViews(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(arrays)
-
-        def __getitem__(self, i):
-            img = Image.fromarray(arrays[i].squeeze(-1) if info.channels == 1 else arrays[i], mode)
-            return tf(img), tf(img), int(train.labels[i]), i
-
-    loader = torch.utils.data.DataLoader(TwoViews(), batch_size=args.batch_size, shuffle=True, drop_last=True,
-                                         num_workers=workers, persistent_workers=workers > 0)
-    teacher = ModelWrapper(args.teacher, info.num_classes, in_channels=info.channels).to(device).eval()
-    student = ModelWrapper(args.student, info.num_classes, in_channels=info.channels).to(device)
-    params = list(student.parameters()) + list(teacher.projection.parameters())
-    opt = torch.optim.Adam(params, lr=1e-3)
-    bank = None
-    if spec.get("bank_negatives"):
-        bank = MomentumMemoryBank(len(train), 64, train.labels, momentum=0.5, device=device)
-    rate = 0.0
-    for epoch in range(2):
-        start = time.perf_counter()
-        seen = 0
-        for v1, v2, y, idx in loader:
-            x = torch.cat([v1, v2]).to(device)
-            y2, idx2 = torch.cat([y, y]).to(device), torch.cat([idx, idx]).to(device)
-            if spec["method"] == "undistilled":
-                loss = torch.nn.functional.cross_entropy(student(x)[2], y2)
-            else:
-                _, z, _ = student(x)
-                if spec["method"] == "supcon":
-                    loss = supcon_loss(z, y2)
-                else:
-                    with torch.no_grad():
-                        f = teacher.backbone.forward_features(x)
-                        probs = torch.softmax(teacher.classifier(f), 1)
-                    t = teacher.project(f)
-                    kw = {}
-                    if bank is not None:
-                        keys, labels, ids = bank.sample(4096)
-                        kw = dict(bank_keys=keys, bank_ids=ids) if spec["method"] == "crd" else dict(
-                            bank_keys=keys, bank_labels=labels)
-                    loss = (crd_loss(z, t, idx2, **kw) if spec["method"] == "crd"
-                            else lw_supcrd_loss(z, t, y2, probs, **kw))
-                    if bank is not None:
-                        b = len(y)
-                        bank.update(idx.to(device), ((t[:b] + t[b:]) / 2).detach())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            seen += len(y)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        rate = seen / (time.perf_counter() - start)
-    return rate
+    """The plain loop (bench/reference_loop.py) on the same runs, a second epoch's images/s."""
+    teacher, student = models(args, name, info, device, channels_last=False)
+    rows = reference_fit(name, config(args, name, amp=False, channels_last=False), student, train, info, device,
+                         teacher=teacher, progress=False, workers=workers)
+    return rows[-1]["images_per_second"]
 
 
 def main():
@@ -141,37 +107,42 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference loop")
-    p.add_argument("--variants", default="fp32,channels_last,bf16", help="our loop's CPU variants to time")
+    p.add_argument("--variants", default=None,
+                   help=f"our loop's variants to time, from {', '.join(VARIANTS)} "
+                        "(default: fp32,channels_last,bf16 on the CPU; cuda,cuda_compile,cuda_graphs on CUDA)")
+    p.add_argument("--no-reference", action="store_true", help="skip the reference loop")
     a = p.parse_args()
     device = torch.device(a.device)
     info = DATASETS[a.dataset]
     train = synthetic(info, a.images)
-    common = dict(dataset=a.dataset, teacher=a.teacher, student=a.student, batch_size=a.batch_size,
+    common = dict(dataset=a.dataset, teacher=a.teacher, student=a.student, batch_size=a.batch_size, images=a.images,
                   device=str(device), gpu=torch.cuda.get_device_name(0) if device.type == "cuda" else None,
                   threads=torch.get_num_threads(), torch=str(torch.__version__), machine=platform.machine(),
                   date=str(date.today()))
-    variants = {"fp32": (False, False), "channels_last": (False, True), "bf16": (True, False)}
-    if device.type == "cuda":
-        variants = {"cuda_default": (True, True)}
-    else:
-        variants = {k: v for k, v in variants.items() if k in a.variants.split(",")}
+    default = "cuda,cuda_compile,cuda_graphs" if device.type == "cuda" else "fp32,channels_last,bf16"
+    chosen = (a.variants or default).split(",")
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    dev_train = train.to(device)
     for name in a.methods.split(","):
         line = dict(method=name, **common)
-        dev_train = train.to(device)
-        for variant, (amp, cl) in variants.items():
+        for variant in chosen:
+            amp, cl, mode = VARIANTS[variant]
             torch.manual_seed(0)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            rate = ours(a, name, info, dev_train, device, amp, cl)
+            rate = ours(a, name, info, dev_train, device, amp, cl, mode)
             line[f"ours_{variant}_img_s"] = round(rate, 1)
-            line[f"ours_{variant}_s_per_epoch"] = round(info.train_size / rate, 1)
-        line["peak_memory_mb"] = round(peak_memory_mb(device), 1)
-        torch.manual_seed(0)
-        ref = reference(a, name, info, train, device, a.workers)
-        line["reference_img_s"] = round(ref, 1)
-        line["reference_s_per_epoch"] = round(info.train_size / ref, 1)
-        best = max(v for k, v in line.items() if k.startswith("ours_") and k.endswith("_img_s"))
-        line["speedup_best_vs_reference"] = round(best / ref, 2)
+            line[f"ours_{variant}_s_per_epoch"] = round(info.train_size / rate, 2)
+            line[f"ours_{variant}_peak_memory_mb"] = round(peak_memory_mb(device), 1)
+        if not a.no_reference:
+            torch.manual_seed(0)
+            ref = reference(a, name, info, train, device, a.workers)
+            line["reference_img_s"] = round(ref, 1)
+            line["reference_s_per_epoch"] = round(info.train_size / ref, 2)
+            best = max(v for k, v in line.items() if k.startswith("ours_") and k.endswith("_img_s"))
+            line["speedup_best_vs_reference"] = round(best / ref, 2)
         print(json.dumps(line), flush=True)
 
 

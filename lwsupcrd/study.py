@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from .data import DATASETS, DataError, Split, balanced_subset, dataset_info, loa
 from .locks import file_lock
 from .models import MODEL_REGISTRY, ModelWrapper
 from .probe import embed, linear_probe
-from .train import check_frozen, fit, frozen_snapshot
+from .train import COMPILE_MODES, check_frozen, fit, frozen_snapshot
 
 # ---------------------------------------------------------------- presets
 # Each preset is a complete set of defaults; CLI flags override single keys.
@@ -80,6 +81,7 @@ class StudyConfig:
     force_analysis: bool = False
     sync_bn: bool = False
     cpu_bf16: bool = False
+    compile: str | None = None
     only: list[str] | None = None
     list_runs: bool = False
     progress: bool = True
@@ -202,6 +204,9 @@ def parse_args(argv: list[str] | None, defaults: StudyConfig) -> StudyConfig:
                    help="SyncBatchNorm across torchrun processes (CUDA only)")
     p.add_argument("--cpu-bf16", action="store_true", default=defaults.cpu_bf16,
                    help="bf16 autocast on the CPU (faster where the CPU has bf16 units; see bench/RESULTS.md)")
+    p.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES, default=defaults.compile,
+                   help="run the networks through torch.compile (default mode if none is named; "
+                        "reduce-overhead adds CUDA graphs on a GPU)")
     p.add_argument("--only", default=",".join(defaults.only or []) or None, help="NAME[,NAME...]")
     p.add_argument("--list", dest="list_runs", action="store_true", help="print the runs in order and exit")
     a = p.parse_args(argv)
@@ -238,6 +243,8 @@ def validate(cfg: StudyConfig) -> list[Run]:
                          f"image: {train_size})")
     if cfg.sync_bn and not (torch.cuda.is_available() and cfg.device != "cpu"):
         raise ValueError("--sync-bn needs CUDA (torch's SyncBatchNorm does not run on the CPU)")
+    if cfg.compile and resolve_device(cfg.device).type == "cpu" and cpp_compiler() is None:
+        raise ValueError("--compile on the CPU needs a C++ compiler (g++) on PATH; install one or drop --compile")
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but no CUDA device is available; use --device cpu or auto")
     runs = build_study_runs(s, cfg.seeds)
@@ -272,6 +279,35 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def set_cpu_threads() -> int:
+    """Set and return the threads for torch's CPU kernels: one per usable core, shared among the processes of this
+    machine. torch's default counts the host's physical cores, which oversubscribes a container
+    limited by CPU affinity or a cgroup quota. OMP_NUM_THREADS, when set, wins (torchrun sets it)."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    usable = min(torch.get_num_threads(), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                 else os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            usable = min(usable, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    threads = max(1, usable // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def cpp_compiler() -> str | None:
+    """The C++ compiler torch.compile would use for CPU kernels, or None when there is none."""
+    try:
+        from torch._inductor import config
+        cxx = config.cpp.cxx if isinstance(config.cpp.cxx, (list, tuple)) else (config.cpp.cxx,)
+    except (ImportError, AttributeError):
+        cxx = ("g++",)
+    return next((path for path in (shutil.which(c) for c in cxx if c) if path), None)
 
 
 def config_diff(old: dict, new: dict) -> list[str]:
@@ -476,8 +512,8 @@ class Study:
             teacher.projection.requires_grad_(True)
             frozen = frozen_snapshot(teacher.backbone)
         log_path = self.logs_dir / f"{run.name}.json"
-        log = {"run": run.name, "config": cfg, "environment": {**environment(), "device": str(self.device)},
-               "epochs": []}
+        env = {**environment(), "device": str(self.device), "compile": self.cfg.compile}
+        log = {"run": run.name, "config": cfg, "environment": env, "epochs": []}
 
         def on_epoch(row):
             log["epochs"].append(row)
@@ -487,7 +523,8 @@ class Study:
 
         start = time.perf_counter()
         history = fit(run.name, cfg, model, self.train, self.info, self.device, teacher=teacher,
-                      resume_path=path.with_suffix(".resume.pth"), on_epoch=on_epoch, progress=self.cfg.progress)
+                      resume_path=path.with_suffix(".resume.pth"), on_epoch=on_epoch, progress=self.cfg.progress,
+                      compile_mode=self.cfg.compile)
         log["epochs"] = history
         train_seconds = time.perf_counter() - start
         if teacher is not None:
@@ -495,7 +532,7 @@ class Study:
         if not distributed.current().main:
             return model, {"weights_sha256": weights_sha256(model.state_dict()), "metrics": {}}
         metrics = {"train_seconds": train_seconds, **self.evaluate(run, cfg, model)}
-        ckpt = save_checkpoint(path, model.state_dict(), cfg, metrics)
+        ckpt = save_checkpoint(path, model.state_dict(), cfg, metrics, extra={"environment": env})
         log["metrics"] = metrics
         write_json(log_path, log)
         path.with_suffix(".resume.pth").unlink(missing_ok=True)

@@ -29,6 +29,8 @@ from .memory_bank import MomentumMemoryBank
 from .models import ModelWrapper
 
 METHODS = ("ce", "projection", "undistilled", "supcon", "crd", "lwsupcrd")
+# torch.compile modes; "reduce-overhead" adds CUDA graphs on a GPU
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 RESUME_FORMAT = "lwsupcrd-resume-v1"
 
 
@@ -50,8 +52,31 @@ class Batch:
 
 
 @dataclass
+class Networks:
+    """The network calls the steps make, each compiled by torch.compile when asked for."""
+
+    forward: Callable  # x -> (features, projections, logits) of the trained model
+    logits: Callable  # x -> logits
+    features: Callable  # x -> backbone features
+    teacher_features: Callable | None
+
+    @classmethod
+    def of(cls, model: ModelWrapper, teacher: ModelWrapper | None, compile_mode: str | None) -> "Networks":
+        calls = cls(model, model.backbone, model.backbone.forward_features,
+                    teacher.backbone.forward_features if teacher is not None else None)
+        if compile_mode is None:
+            return calls
+        if compile_mode not in COMPILE_MODES:
+            raise ValueError(f"unknown compile mode {compile_mode!r}; choose from {', '.join(COMPILE_MODES)}")
+        # compiled lazily at first call; each call site is its own graph, so a step compiles only what it uses
+        return cls(*(torch.compile(f, mode=compile_mode) if f is not None else None
+                     for f in (calls.forward, calls.logits, calls.features, calls.teacher_features)))
+
+
+@dataclass
 class StepContext:
     cfg: dict
+    nets: Networks
     model: ModelWrapper
     teacher: ModelWrapper | None
     bank: MomentumMemoryBank | None
@@ -60,35 +85,35 @@ class StepContext:
 
 
 def step_ce(ctx, batch):
-    logits = ctx.model.classifier(ctx.model.backbone.forward_features(batch.x))
+    logits = ctx.nets.logits(batch.x)
     loss = F.cross_entropy(logits.float(), batch.labels)
     return loss, {"ce": loss}, (logits.argmax(1) == batch.labels).sum(), len(batch.labels)
 
 
 def step_undistilled(ctx, batch):
     labels = batch.labels.repeat(2)
-    logits = ctx.model.classifier(ctx.model.backbone.forward_features(batch.x))
+    logits = ctx.nets.logits(batch.x)
     loss = F.cross_entropy(logits.float(), labels)
     return loss, {"ce": loss}, (logits.argmax(1) == labels).sum(), len(labels)
 
 
 def step_projection(ctx, batch):
     with torch.inference_mode():
-        features = ctx.model.backbone.forward_features(batch.x)
+        features = ctx.nets.features(batch.x)
     z = gather_with_grad(ctx.model.project(features.clone()))
     loss = supcon_loss(z, gather(batch.labels.repeat(2)), ctx.cfg["temperature"], validate=False)
     return loss, {"supcon": loss}, None, 0
 
 
 def step_supcon(ctx, batch):
-    _, z, _ = ctx.model(batch.x)
+    _, z, _ = ctx.nets.forward(batch.x)
     loss = supcon_loss(gather_with_grad(z), gather(batch.labels.repeat(2)), ctx.cfg["temperature"], validate=False)
     return loss, {"supcon": loss}, None, 0
 
 
 def _teacher_keys(ctx, x):
     with torch.inference_mode():
-        features = ctx.teacher.backbone.forward_features(x)
+        features = ctx.nets.teacher_features(x)
         probs = torch.softmax(ctx.teacher.classifier(features).float(), dim=1)
     t = ctx.teacher.project(features.clone())  # the teacher's head keeps training
     return t, probs.clone()
@@ -96,7 +121,7 @@ def _teacher_keys(ctx, x):
 
 def _distill(ctx, batch, loss_name):
     cfg = ctx.cfg
-    _, z_local, _ = ctx.model(batch.x)
+    _, z_local, _ = ctx.nets.forward(batch.x)
     t_local, probs = _teacher_keys(ctx, batch.x)
     z, t = gather_with_grad(z_local), gather_with_grad(t_local)  # every rank's anchors and keys
     labels, slots, probs = gather(batch.labels.repeat(2)), gather(batch.slots.repeat(2)), gather(probs)
@@ -187,13 +212,15 @@ def check_frozen(run_name: str, before: dict[str, torch.Tensor], module: nn.Modu
 def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: DatasetInfo, device: torch.device,
         teacher: ModelWrapper | None = None, resume_path: str | Path | None = None,
         on_epoch: Callable[[dict], None] | None = None, progress: bool = True,
-        bank: MomentumMemoryBank | None = None) -> list[dict]:
+        bank: MomentumMemoryBank | None = None, compile_mode: str | None = None) -> list[dict]:
     """Train `model` (and, for distillation, the teacher's projection head) for cfg["epochs"].
 
     `train` must already be on `device`. Returns one row per epoch. Writes `resume_path` after each
     epoch (rank 0 under torchrun) and resumes from it when it exists and was written with the same
     `cfg`. With `bank_negatives` in cfg a memory bank is made, unless the caller passes `bank`.
     Under torchrun, cfg["batch_size"] is the global batch, split evenly across the ranks.
+    `compile_mode` runs the networks through torch.compile (see COMPILE_MODES); it is how the
+    run executes, not what it computes, so it is not part of `cfg`.
     """
     ddp = current()
     method = cfg["method"]
@@ -241,7 +268,9 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
         elif state is not None:
             print(f"[{run_name}] resume checkpoint {resume_path} is for another config; starting afresh")
 
-    ctx = StepContext(cfg, model, teacher, bank, step_checks=device.type != "cuda")
+    nets = Networks.of(model, teacher, compile_mode)
+    ctx = StepContext(cfg, nets, model, teacher, bank, step_checks=device.type != "cuda")
+    cuda_graphs = compile_mode == "reduce-overhead" and device.type == "cuda"
     step_fn = STEPS[method]
     use_amp = cfg.get("amp", device.type == "cuda")  # bf16 autocast; losses and BatchNorm stay float32
     steps_per_epoch = n // batch_size
@@ -282,6 +311,8 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
                 bar = tqdm(total=steps_per_epoch, desc=f"{run_name} {epoch + 1}/{cfg['epochs']}", leave=False,
                            unit="step", disable=bool(os.environ.get("TQDM_DISABLE")))
             for step in range(steps_per_epoch):
+                if cuda_graphs:  # the previous step's graph outputs are no longer read
+                    torch.compiler.cudagraph_mark_step_begin()
                 idx = perm[step * batch_size:(step + 1) * batch_size]
                 mine = idx[shard]
                 images = train.images[mine]
@@ -320,7 +351,7 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
                     elapsed = time.perf_counter() - start
                     shown = {"img_s": f"{(step + 1) * batch_size / elapsed:.0f}"}
                     if ctx.step_checks:  # reading the loss syncs the host: only where that is free
-                        shown["loss"] = f"{float(loss):.4f}"
+                        shown["loss"] = f"{float(loss.detach()):.4f}"
                     bar.set_postfix(shown)
                 if bar is not None:
                     bar.update(1)
