@@ -542,14 +542,16 @@ class Study:
         if run.stage == "projection":
             return {}
         cl = bool(cfg.get("channels_last"))
+        start = time.perf_counter()
         train_f, _, _ = embed(model, self.train.images, self.info, channels_last=cl)
         test_f, _, test_logits = embed(model, self.test.images, self.info, channels_last=cl)
+        embedded = time.perf_counter()
         metrics = linear_probe(train_f, self.train.labels, test_f, self.test.labels, self.info.num_classes,
                                epochs=cfg["probe_epochs"], seed=cfg["seed"])
+        metrics["embed_seconds"], metrics["probe_seconds"] = embedded - start, time.perf_counter() - embedded
         if cfg["method"] in ("ce", "undistilled"):
             metrics["head_test_acc"] = float((test_logits.argmax(1) == self.test.labels).float().mean()) * 100
         return metrics
-
 
     def figure_paths(self, name: str) -> dict[str, Path]:
         return {"tsne": self.plots_dir / f"tsne_{name}.png", "hypersphere": self.plots_dir / f"{name}_hypersphere.html",
