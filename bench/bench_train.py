@@ -65,35 +65,40 @@ def synthetic(info, n, seed=0):
     return Split(images, labels, torch.arange(n), [str(i) for i in range(info.num_classes)])
 
 
-def models(args, name, info, device, channels_last):
+def config(args, name, amp, channels_last):
     arch = args.teacher if name == "teacher" else args.student
-    teacher = ModelWrapper(args.teacher, info.num_classes, in_channels=info.channels).to(device)
-    student = ModelWrapper(arch, info.num_classes, in_channels=info.channels).to(device)
-    if channels_last:
-        teacher, student = teacher.to(memory_format=torch.channels_last), student.to(memory_format=torch.channels_last)
-    teacher.requires_grad_(False)
-    teacher.projection.requires_grad_(True)
+    info = DATASETS[args.dataset]
+    return dict(METHODS[name], arch=arch, num_classes=info.num_classes, in_channels=info.channels, epochs=2,
+                batch_size=args.batch_size, optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="constant",
+                temperature=0.07, seed=0, amp=amp, channels_last=channels_last)
+
+
+def models(args, cfg, device):
+    """The trained network and, for the distillation methods, a frozen teacher with a trainable head."""
+    student = ModelWrapper.from_config(cfg).to(device)
+    teacher = None
+    if cfg["method"] in ("crd", "lwsupcrd"):
+        teacher = ModelWrapper.from_config(dict(cfg, arch=args.teacher)).to(device)
+        teacher.requires_grad_(False)
+        teacher.projection.requires_grad_(True)
+    if cfg["channels_last"]:
+        student, teacher = (m.to(memory_format=torch.channels_last) if m is not None else None
+                            for m in (student, teacher))
     return teacher, student
 
 
-def config(args, name, amp, channels_last):
-    arch = args.teacher if name == "teacher" else args.student
-    return dict(METHODS[name], arch=arch, epochs=2, batch_size=args.batch_size, optimizer="adam", lr=1e-3,
-                weight_decay=0.0, schedule="constant", temperature=0.07, seed=0, amp=amp, channels_last=channels_last)
-
-
 def ours(args, name, info, train, device, amp, channels_last, compile_mode):
-    teacher, student = models(args, name, info, device, channels_last)
-    rows = fit(name, config(args, name, amp, channels_last), student, train, info, device, teacher=teacher,
-               progress=False, compile_mode=compile_mode)
+    cfg = config(args, name, amp, channels_last)
+    teacher, student = models(args, cfg, device)
+    rows = fit(name, cfg, student, train, info, device, teacher=teacher, progress=False, compile_mode=compile_mode)
     return rows[-1]["images_per_second"]
 
 
 def reference(args, name, info, train, device, workers):
     """The plain loop (bench/reference_loop.py) on the same runs, a second epoch's images/s."""
-    teacher, student = models(args, name, info, device, channels_last=False)
-    rows = reference_fit(name, config(args, name, amp=False, channels_last=False), student, train, info, device,
-                         teacher=teacher, progress=False, workers=workers)
+    cfg = config(args, name, amp=False, channels_last=False)
+    teacher, student = models(args, cfg, device)
+    rows = reference_fit(name, cfg, student, train, info, device, teacher=teacher, progress=False, workers=workers)
     return rows[-1]["images_per_second"]
 
 

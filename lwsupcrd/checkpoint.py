@@ -123,13 +123,13 @@ def plain(obj: Any) -> Any:
 
 
 def save_checkpoint(path: str | Path, state_dict: dict, config: dict, metrics: dict | None = None,
-                    extra: dict | None = None) -> dict:
+                    extra: dict | None = None, env: dict | None = None) -> dict:
     state_dict = _cpu(state_dict)
     for name, t in state_dict.items():
         if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise CheckpointError(f"refusing to save {path}: {name} holds non-finite values")
     ckpt = {"format": FORMAT, "state_dict": state_dict, "config": config, "metrics": metrics or {},
-            "environment": environment(), "weights_sha256": weights_sha256(state_dict)}
+            "environment": env or environment(), "weights_sha256": weights_sha256(state_dict)}
     ckpt = plain({**ckpt, **(extra or {})})
     atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
     return ckpt
@@ -165,8 +165,6 @@ def load_model(path: str | Path, map_location="cpu"):
     from .models import ModelWrapper
 
     ckpt = load_checkpoint(path, map_location)
-    cfg = ckpt["config"]
-    model = ModelWrapper(cfg["arch"], cfg["num_classes"], proj_dim=cfg.get("proj_dim", 64),
-                         in_channels=cfg.get("in_channels", 3))
+    model = ModelWrapper.from_config(ckpt["config"])
     model.load_state_dict(ckpt["state_dict"])
     return model, ckpt

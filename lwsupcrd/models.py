@@ -173,6 +173,12 @@ class ModelWrapper(nn.Module):
         self.projection = nn.Sequential(nn.Linear(self.feature_dim, hidden), nn.ReLU(inplace=True),
                                         nn.Linear(hidden, proj_dim))
 
+    @classmethod
+    def from_config(cls, cfg: dict) -> "ModelWrapper":
+        """The network a run's config describes: its arch, classes, projection size, input channels."""
+        return cls(cfg["arch"], cfg["num_classes"], proj_dim=cfg.get("proj_dim", 64),
+                   in_channels=cfg.get("in_channels", 3))
+
     @property
     def classifier(self) -> nn.Linear:
         return self.backbone.fc

@@ -491,8 +491,7 @@ class Study:
 
     def _model(self, cfg: dict) -> ModelWrapper:
         torch.manual_seed(cfg["seed"])
-        model = ModelWrapper(cfg["arch"], cfg["num_classes"], proj_dim=cfg["proj_dim"],
-                             in_channels=cfg["in_channels"]).to(self.device)
+        model = ModelWrapper.from_config(cfg).to(self.device)
         if cfg.get("channels_last"):
             model = model.to(memory_format=torch.channels_last)
         if self.cfg.sync_bn and distributed.current().world_size > 1:
@@ -532,7 +531,7 @@ class Study:
         if not distributed.current().main:
             return model, {"weights_sha256": weights_sha256(model.state_dict()), "metrics": {}}
         metrics = {"train_seconds": train_seconds, **self.evaluate(run, cfg, model)}
-        ckpt = save_checkpoint(path, model.state_dict(), cfg, metrics, extra={"environment": env})
+        ckpt = save_checkpoint(path, model.state_dict(), cfg, metrics, env=env)
         log["metrics"] = metrics
         write_json(log_path, log)
         path.with_suffix(".resume.pth").unlink(missing_ok=True)

@@ -62,15 +62,14 @@ class Networks:
 
     @classmethod
     def of(cls, model: ModelWrapper, teacher: ModelWrapper | None, compile_mode: str | None) -> "Networks":
-        calls = cls(model, model.backbone, model.backbone.forward_features,
-                    teacher.backbone.forward_features if teacher is not None else None)
-        if compile_mode is None:
-            return calls
-        if compile_mode not in COMPILE_MODES:
-            raise ValueError(f"unknown compile mode {compile_mode!r}; choose from {', '.join(COMPILE_MODES)}")
-        # compiled lazily at first call; each call site is its own graph, so a step compiles only what it uses
-        return cls(*(torch.compile(f, mode=compile_mode) if f is not None else None
-                     for f in (calls.forward, calls.logits, calls.features, calls.teacher_features)))
+        calls = (model, model.backbone, model.backbone.forward_features,
+                 teacher.backbone.forward_features if teacher is not None else None)
+        if compile_mode is not None:
+            if compile_mode not in COMPILE_MODES:
+                raise ValueError(f"unknown compile mode {compile_mode!r}; choose from {', '.join(COMPILE_MODES)}")
+            # compiled lazily at first call, each call its own graph: a step compiles only what it uses
+            calls = tuple(torch.compile(f, mode=compile_mode) if f is not None else None for f in calls)
+        return cls(*calls)
 
 
 @dataclass

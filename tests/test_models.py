@@ -44,3 +44,14 @@ def test_wrapper_save_load_round_trip(tmp_path):
     x = torch.randn(4, 3, 32, 32)
     for u, v in zip(a(x), b(x)):
         assert torch.equal(u, v)
+
+
+def test_load_model_rebuilds_the_network_its_config_describes(tmp_path):
+    from lwsupcrd.checkpoint import load_model, save_checkpoint
+
+    cfg = {"arch": "resnet8", "num_classes": 10, "proj_dim": 32, "in_channels": 1}
+    model = ModelWrapper.from_config(cfg)
+    save_checkpoint(tmp_path / "m.pth", model.state_dict(), cfg)
+    loaded, ckpt = load_model(tmp_path / "m.pth")
+    assert ckpt["config"] == cfg and loaded.projection[-1].out_features == 32
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())

@@ -1,5 +1,6 @@
 """The speed options change how a run executes, never what it computes."""
 import copy
+import os
 
 import pytest
 import torch
@@ -71,7 +72,7 @@ def test_cpu_threads_split_usable_cores_between_local_processes(monkeypatch):
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
         monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
         alone = set_cpu_threads()
-        assert 1 <= alone <= len(__import__("os").sched_getaffinity(0))
+        assert 1 <= alone <= len(os.sched_getaffinity(0))
         monkeypatch.setenv("LOCAL_WORLD_SIZE", str(alone + 1))
         assert set_cpu_threads() == 1 == torch.get_num_threads()
         monkeypatch.setenv("OMP_NUM_THREADS", "1")
