@@ -68,7 +68,10 @@ def synthetic(info, n, seed=0):
 def config(args, name, amp, channels_last):
     arch = args.teacher if name == "teacher" else args.student
     info = DATASETS[args.dataset]
-    return dict(METHODS[name], arch=arch, num_classes=info.num_classes, in_channels=info.channels, epochs=2,
+    method = dict(METHODS[name])
+    if "bank_negatives" in method:
+        method["bank_negatives"] = args.bank_negatives
+    return dict(method, arch=arch, num_classes=info.num_classes, in_channels=info.channels, epochs=2,
                 batch_size=args.batch_size, optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="constant",
                 temperature=0.07, seed=0, amp=amp, channels_last=channels_last)
 
@@ -110,6 +113,7 @@ def main():
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--images", type=int, default=4224, help="size of the synthetic training split (>= the 4,096 bank negatives)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--bank-negatives", type=int, default=4096, help="negatives drawn from the bank per step")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference loop")
     p.add_argument("--variants", default=None,
@@ -131,7 +135,7 @@ def main():
         p.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     dev_train = train.to(device)
     for name in a.methods.split(","):
-        line = dict(method=name, **common)
+        line = dict(kind="throughput", method=name, **common)
         for variant in chosen:
             amp, cl, mode = VARIANTS[variant]
             torch.manual_seed(0)

@@ -72,6 +72,22 @@ class Networks:
         return cls(*calls)
 
 
+@dataclass(frozen=True)
+class Execution:
+    """How the loop runs on its device, never what it computes. `for_device` gives the CUDA branch
+    its settings; a test forces them on the CPU so that a GPU run is not their first meeting."""
+
+    fused_optimizer: bool  # one fused kernel per optimizer step
+    step_checks: bool  # read loss and gradient finiteness every step (a host sync; free on the CPU)
+    mark_cudagraph_steps: bool  # tell CUDA graphs where each step begins (compile mode reduce-overhead)
+
+    @classmethod
+    def for_device(cls, device: torch.device, compile_mode: str | None = None) -> "Execution":
+        cuda = device.type == "cuda"
+        return cls(fused_optimizer=cuda, step_checks=not cuda,
+                   mark_cudagraph_steps=cuda and compile_mode == "reduce-overhead")
+
+
 @dataclass
 class StepContext:
     cfg: dict
@@ -157,8 +173,7 @@ def trainable_parameters(method: str, model: ModelWrapper, teacher: ModelWrapper
     return params
 
 
-def build_optimizer(cfg: dict, params, device: torch.device) -> torch.optim.Optimizer:
-    fused = device.type == "cuda"
+def build_optimizer(cfg: dict, params, fused: bool = False) -> torch.optim.Optimizer:
     if cfg["optimizer"] == "sgd":
         return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg.get("momentum", 0.9),
                                weight_decay=cfg["weight_decay"], nesterov=False, fused=fused or None)
@@ -211,7 +226,8 @@ def check_frozen(run_name: str, before: dict[str, torch.Tensor], module: nn.Modu
 def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: DatasetInfo, device: torch.device,
         teacher: ModelWrapper | None = None, resume_path: str | Path | None = None,
         on_epoch: Callable[[dict], None] | None = None, progress: bool = True,
-        bank: MomentumMemoryBank | None = None, compile_mode: str | None = None) -> list[dict]:
+        bank: MomentumMemoryBank | None = None, compile_mode: str | None = None,
+        execution: Execution | None = None) -> list[dict]:
     """Train `model` (and, for distillation, the teacher's projection head) for cfg["epochs"].
 
     `train` must already be on `device`. Returns one row per epoch. Writes `resume_path` after each
@@ -219,7 +235,8 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
     `cfg`. With `bank_negatives` in cfg a memory bank is made, unless the caller passes `bank`.
     Under torchrun, cfg["batch_size"] is the global batch, split evenly across the ranks.
     `compile_mode` runs the networks through torch.compile (see COMPILE_MODES); it is how the
-    run executes, not what it computes, so it is not part of `cfg`.
+    run executes, not what it computes, so it is not part of `cfg`; so is `execution` (default:
+    `Execution.for_device(device, compile_mode)`).
     """
     ddp = current()
     method = cfg["method"]
@@ -241,7 +258,8 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
         bank = MomentumMemoryBank(n, teacher.projection[-1].out_features, train.labels,
                                   momentum=cfg["bank_momentum"], seed=cfg["seed"], device=device)
     params = trainable_parameters(method, model, teacher)
-    optimizer = build_optimizer(cfg, params, device)
+    execution = execution or Execution.for_device(device, compile_mode)
+    optimizer = build_optimizer(cfg, params, execution.fused_optimizer)
     scheduler = build_scheduler(cfg, optimizer)
     history: list[dict] = []
     start_epoch = 0
@@ -268,8 +286,7 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
             print(f"[{run_name}] resume checkpoint {resume_path} is for another config; starting afresh")
 
     nets = Networks.of(model, teacher, compile_mode)
-    ctx = StepContext(cfg, nets, model, teacher, bank, step_checks=device.type != "cuda")
-    cuda_graphs = compile_mode == "reduce-overhead" and device.type == "cuda"
+    ctx = StepContext(cfg, nets, model, teacher, bank, step_checks=execution.step_checks)
     step_fn = STEPS[method]
     use_amp = cfg.get("amp", device.type == "cuda")  # bf16 autocast; losses and BatchNorm stay float32
     steps_per_epoch = n // batch_size
@@ -310,7 +327,7 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
                 bar = tqdm(total=steps_per_epoch, desc=f"{run_name} {epoch + 1}/{cfg['epochs']}", leave=False,
                            unit="step", disable=bool(os.environ.get("TQDM_DISABLE")))
             for step in range(steps_per_epoch):
-                if cuda_graphs:  # the previous step's graph outputs are no longer read
+                if execution.mark_cudagraph_steps:  # the previous step's graph outputs are no longer read
                     torch.compiler.cudagraph_mark_step_begin()
                 idx = perm[step * batch_size:(step + 1) * batch_size]
                 mine = idx[shard]

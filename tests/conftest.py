@@ -12,16 +12,12 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 @pytest.fixture(scope="session")
 def smoke(tmp_path_factory):
     """One smoke study on generated CIFAR-format data, shared by the tests that read its outputs."""
-    import time
-
     from helpers import run_script
     from lwsupcrd.data import write_cifar_like
 
     root = tmp_path_factory.mktemp("smoke")
     data = write_cifar_like(root / "data", train_per_class=5, test_per_class=2)
     out = root / "out"
-    start = time.perf_counter()
     first = run_script("--preset", "smoke", "--data-dir", data, "--out-dir", out)
-    seconds = time.perf_counter() - start
     assert first.returncode == 0, first.stderr[-3000:]
-    return {"root": root, "data": data, "out": out, "first": first, "seconds": seconds}
+    return {"root": root, "data": data, "out": out, "first": first}

@@ -20,3 +20,18 @@ def trained_runs(stdout: str) -> list[str]:
 def cached_runs(stdout: str) -> list[str]:
     return [line.split()[1].rstrip(":") for line in stdout.splitlines()
             if line.startswith("== ") and (line.rstrip().endswith(": cached") or ": cached;" in line)]
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen, give_up_after: float = 120) -> None:
+    """Poll until `path` exists while `proc` runs: a guard against a hung child, not a timing."""
+    import time
+
+    import pytest
+
+    deadline = time.monotonic() + give_up_after
+    while not path.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"the process ended (exit {proc.returncode}) before {path.name} appeared")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{path.name} did not appear within {give_up_after:.0f} s")
+        time.sleep(0.05)

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from helpers import ROOT, trained_runs
+from helpers import ROOT, trained_runs, wait_for_file
 
 sys.path.insert(0, os.path.dirname(__file__))
 from ddp_setup import CFG, make_models, make_split  # noqa: E402
@@ -100,10 +100,7 @@ def test_torchrun_resume_after_sigkill_matches_uninterrupted_run(smoke, tmp_path
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT,
                             start_new_session=True)
     resume = tmp_path / "killed" / "pth_models" / f"{name}.resume.pth"
-    start = time.time()
-    while not resume.exists():
-        assert proc.poll() is None and time.time() - start < 120
-        time.sleep(0.05)
+    wait_for_file(resume, proc)
     time.sleep(0.5)
     # the launcher and both ranks (torchrun starts each rank in a session of its own)
     subprocess.run(["pkill", "-9", "-f", str(tmp_path / "killed")])

@@ -14,14 +14,14 @@ def unit(n, d, gen):
 
 def ref_supcon(z, labels, tau):
     n = len(z)
-    s = (z @ z.T) / tau
+    s = ((z @ z.T) / tau).tolist()  # plain floats: the reference never touches a tensor again
     terms = []
     for i in range(n):
         pos = [p for p in range(n) if p != i and labels[p] == labels[i]]
         if not pos:
             continue
-        lse = math.log(sum(math.exp(s[i, a]) for a in range(n) if a != i))
-        terms.append(-sum(s[i, p] - lse for p in pos) / len(pos))
+        lse = math.log(sum(math.exp(s[i][a]) for a in range(n) if a != i))
+        terms.append(-sum(s[i][p] - lse for p in pos) / len(pos))
     return sum(terms) / len(terms) if terms else 0.0
 
 
@@ -29,15 +29,15 @@ def ref_crd(z, t, ids, tau, bank=None, bank_ids=None):
     n = len(z)
     keys = t if bank is None else torch.cat([t, bank])
     key_ids = list(ids) + ([] if bank is None else list(bank_ids))
-    s = (z @ keys.T) / tau
+    s = ((z @ keys.T) / tau).tolist()
     total = 0.0
     for i in range(n):
         pos = [p for p in range(n) if ids[p] == ids[i]]
         neg = [j for j in range(len(keys)) if key_ids[j] != ids[i]]
         li = 0.0
         for p in pos:
-            denom = math.exp(s[i, p]) + sum(math.exp(s[i, j]) for j in neg)
-            li += -math.log(math.exp(s[i, p]) / denom)
+            denom = math.exp(s[i][p]) + sum(math.exp(s[i][j]) for j in neg)
+            li += -math.log(math.exp(s[i][p]) / denom)
         total += li / len(pos)
     return total / n
 
@@ -46,7 +46,7 @@ def ref_lw(z, t, labels, probs, alpha, beta, tau, adaptive, bank=None, bank_labe
     n = len(z)
     keys = t if bank is None else torch.cat([t, bank])
     key_labels = list(labels) + ([] if bank is None else list(bank_labels))
-    s = (z @ keys.T) / tau
+    s = ((z @ keys.T) / tau).tolist()
     total = 0.0
     for i in range(n):
         q = max(float(probs[i, labels[i]]), 1e-8)
@@ -54,10 +54,10 @@ def ref_lw(z, t, labels, probs, alpha, beta, tau, adaptive, bank=None, bank_labe
         b = beta / (q + 0.5) if adaptive else beta
         pos = [p for p in range(n) if labels[p] == labels[i]]
         neg = [j for j in range(len(keys)) if key_labels[j] != labels[i]]
-        push = sum(b * max(1 - float(probs[i, key_labels[j]]), 1e-8) * math.exp(s[i, j]) for j in neg)
+        push = sum(b * max(1 - float(probs[i, key_labels[j]]), 1e-8) * math.exp(s[i][j]) for j in neg)
         li = 0.0
         for p in pos:
-            num = w_pull * math.exp(s[i, p])
+            num = w_pull * math.exp(s[i][p])
             li += -math.log(num / (num + push))
         total += li / len(pos)
     return total / n / alpha

@@ -1,5 +1,7 @@
 """DeSupCon.ipynb is generated from desupcon.py; it must not drift, and it must run headless."""
+import json
 import os
+import sys
 
 import jupytext
 import nbformat
@@ -37,6 +39,12 @@ def test_notebook_runs_headless_in_smoke_preset(smoke, tmp_path, monkeypatch):
     # what papermill does: a cell after the parameters that overrides them
     nb.cells.insert(nb.cells.index(params) + 1, nbformat.v4.new_code_cell(
         f'PRESET = "smoke"\nDATA_DIR = r"{data}"\nOUT_DIR = r"{tmp_path / "out"}"\nFORCE_RETRAIN_BANK_ABLATION = True'))
+    kernel = tmp_path / "jupyter" / "kernels" / "python3"  # this interpreter, whatever kernels the machine has
+    kernel.mkdir(parents=True)
+    (kernel / "kernel.json").write_text(json.dumps({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f",
+                                                             "{connection_file}"], "language": "python",
+                                                    "display_name": "Python 3"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("TQDM_DISABLE", "1")
     monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()

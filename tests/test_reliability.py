@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import ROOT, run_script, trained_runs
+from helpers import ROOT, run_script, trained_runs, wait_for_file
 from lwsupcrd.checkpoint import CheckpointError, atomic_write, load_checkpoint, safe_load, save_checkpoint
 from lwsupcrd.data import DATASETS, load_split, write_cifar_like
 from lwsupcrd.models import ModelWrapper
@@ -131,12 +131,8 @@ def student_cmd(data, out, epochs=4):
             "--out-dir", str(out), "--only", STUDENT, "--epochs", str(epochs)]
 
 
-def wait_for_epoch(proc, resume, timeout=120):
-    start = time.time()
-    while not resume.exists():
-        assert proc.poll() is None, "finished before it could be interrupted"
-        assert time.time() - start < timeout
-        time.sleep(0.05)
+def wait_for_epoch(proc, resume):
+    wait_for_file(resume, proc)
     time.sleep(0.4)  # into the next epoch
     assert proc.poll() is None
 

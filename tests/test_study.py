@@ -1,6 +1,5 @@
 """The study end to end on data generated in CIFAR's own on-disk format (smoke preset)."""
 import json
-import time
 
 import pytest
 import torch
@@ -41,10 +40,6 @@ def test_smoke_writes_every_checkpoint_log_and_results(smoke):
     assert "teacher_resnet8_cifar100_with_projection" in lw["config"]["requires"]
 
 
-def test_smoke_takes_at_most_90_seconds(smoke):
-    assert smoke["seconds"] < 90
-
-
 def test_checkpoint_loads_into_model_wrapper(smoke):
     ckpt = torch.load(smoke["out"] / "pth_models" / "student_baseline_supcon_resnet8_cifar100.pth",
                       weights_only=True)
@@ -55,13 +50,10 @@ def test_checkpoint_loads_into_model_wrapper(smoke):
 
 
 def test_rerun_trains_nothing(smoke):
-    start = time.perf_counter()
     again = run_script(*smoke_args(smoke))
-    seconds = time.perf_counter() - start
     assert again.returncode == 0, again.stderr[-3000:]
     assert trained_runs(again.stdout) == []
     assert sorted(cached_runs(again.stdout)) == sorted(SMOKE_RUNS)
-    assert seconds < 15
 
 
 def test_force_retrain_bank_ablation_retrains_exactly_the_bank_runs(smoke):
