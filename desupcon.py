@@ -39,12 +39,12 @@
 # %% tags=["parameters"]
 FORCE_RETRAIN = False  # retrain every run even when a matching checkpoint exists
 FORCE_RETRAIN_BANK_ABLATION = False  # retrain only the four memory-bank ablation runs
-PRESET = "paper"  # paper | quick | smoke
+PRESET = "paper"  # paper | quick | evidence | smoke
 DATASET = None  # None: the preset's (cifar100); or cifar10, fashion-mnist
 DATA_DIR = "data"  # where the dataset lives (or is downloaded to)
 OUT_DIR = "."  # root of pth_models/, json_results/, plots/
 DEVICE = "auto"  # auto | cpu | cuda
-SEED = 0
+SEED = None  # None: the preset's (paper: 42; evidence: seeds 0, 1, 2)
 
 # %%
 import os
@@ -103,6 +103,7 @@ try:
 except (DataError, ValueError) as err:
     stop(str(err))
 print(f"train: {tuple(study.train.images.shape)}, test: {tuple(study.test.images.shape)}")
+study.measure_floors()  # raw pixels and a random-init student through the same probe: the floors
 if study.device.type == "cpu" and config.preset == "paper":
     print(f"note: no GPU here. The paper study would take about {estimate_cpu_hours(study):.0f} hours on "
           f"this CPU; `--preset quick` runs a CPU-sized version in minutes.")
@@ -162,14 +163,17 @@ run_stage("bank_ablation")
 # classifier is trained on them.
 
 # %%
-supcon = next((r["metrics"].get("probe_test_acc") for n, r in study.results["runs"].items()
-               if "baseline_supcon" in n), None)
-print(f"{'run':58s} {'test':>7s} {'train':>7s} {'gap':>7s} {'vs SupCon':>9s}")
+supcon = next((r["metrics"].get("probe_test_acc") for r in study.results["runs"].values()
+               if r["stage"] == "baselines" and r["config"]["method"] == "supcon"), None)
+print(f"{'run':64s} {'test':>7s} {'train':>7s} {'gap':>7s} {'vs SupCon':>9s}")
 for name in study.order():
     m = study.results["runs"].get(name, {}).get("metrics", {})
     if "probe_test_acc" in m:
         delta = f"{m['probe_test_acc'] - supcon:+.2f}" if supcon is not None else ""
-        print(f"{name:58s} {m['probe_test_acc']:7.2f} {m['probe_train_acc']:7.2f} {m['probe_gap']:7.2f} {delta:>9s}")
+        print(f"{name:64s} {m['probe_test_acc']:7.2f} {m['probe_train_acc']:7.2f} {m['probe_gap']:7.2f} {delta:>9s}")
+for seed, f in study.results.get("floors", {}).items():
+    print(f"floors (seed {seed}, {f['train_size']} images): raw pixels {f['raw_pixels']:.2f}, "
+          f"random-init student {f['random_student']:.2f}")
 print(f"results: {study.results_path}")
 
 # %% [markdown]

@@ -2,7 +2,7 @@
 figures are drawn in `plots`)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -68,8 +68,13 @@ def geometry(e: Embeddings) -> dict[str, float]:
 
 def analyze(model: ModelWrapper, method: str, test: Split, info: DatasetInfo, seed: int,
             channels_last: bool = False):
-    """`(metrics, embeddings)`: metrics per space, and the space the figures should show."""
+    """`(metrics, embeddings)`: metrics per space. Figures show the projection, the space the
+    contrastive losses act in and the original's geometry was measured in, for every run alike;
+    a run whose training never touched its head is labelled so."""
     spaces = embed_test(model, test, info, seed, channels_last)
     metrics = {name: geometry(e) for name, e in spaces.items()}
-    metrics["figure_space"] = "projection" if method in PROJECTION_METHODS else "features"
+    metrics["figure_space"] = "projection"
+    metrics["projection_head_trained"] = method in PROJECTION_METHODS
+    if method not in PROJECTION_METHODS:
+        spaces["projection"] = replace(spaces["projection"], space="projection (untrained head)")
     return metrics, spaces

@@ -137,28 +137,65 @@ def crd_loss(z: torch.Tensor, t: torch.Tensor, instance_ids: torch.Tensor, tempe
         return per_anchor.mean()
 
 
+ALPHA_MODES = ("weight", "logit")
+
+
+def lw_weights(teacher_probs: torch.Tensor, labels: torch.Tensor, key_labels: torch.Tensor, alpha: float,
+               beta: float, adaptive_beta: bool = True, logit_weighting: bool = True):
+    r"""The pull and push weights of LW-SupCRD, as a pure function of the teacher's probabilities.
+
+    `teacher_probs` (N, C) for the anchors' images, `labels` (N,), `key_labels` (M,) the classes of
+    the keys (batch keys, then bank keys). With logit weighting:
+
+        q_i       = max(p_i[y_i], 1e-8)
+        w_pull_i  = alpha * q_i
+        beta_i    = beta / (q_i + 0.5)        if adaptive_beta, else beta
+        w_push_ij = beta_i * max(1 - p_i[y_j], 1e-8)
+
+    Without it (unweighted SupCRD) w_pull_i = alpha and w_push_ij = beta_i = beta: the teacher's
+    probabilities play no part. Returns `(q (N,), w_pull (N,), beta_i (N,), log_push (N, M))`;
+    `log_push` is -inf where beta = 0.
+    """
+    probs = teacher_probs.detach()
+    q = probs.gather(1, labels[:, None]).squeeze(1).clamp_min(1e-8)
+    if not logit_weighting:
+        w_pull = torch.full_like(q, alpha)
+        beta_i = torch.full_like(q, beta)
+        log_push = torch.log(beta_i)[:, None].expand(-1, key_labels.shape[0])
+        return q, w_pull, beta_i, log_push
+    w_pull = alpha * q
+    beta_i = beta / (q + 0.5) if adaptive_beta else torch.full_like(q, beta)
+    log_push = torch.log(beta_i)[:, None] + torch.log((1 - probs.index_select(1, key_labels)).clamp_min(1e-8))
+    return q, w_pull, beta_i, log_push
+
+
 def lw_supcrd_loss(z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, teacher_probs: torch.Tensor,
                    alpha: float = 1.0, beta: float = 10.0, temperature: float = 0.07,
                    adaptive_beta: bool = True, bank_keys: torch.Tensor | None = None,
-                   bank_labels: torch.Tensor | None = None, validate: bool = True) -> torch.Tensor:
+                   bank_labels: torch.Tensor | None = None, validate: bool = True, alpha_mode: str = "weight",
+                   logit_weighting: bool = True) -> torch.Tensor:
     r"""Logit-weighted supervised contrastive representation distillation (LW-SupCRD).
 
     Student anchors `z` (N, D) against teacher keys `t` (N, D) and optional bank keys (K, D).
     `teacher_probs` (N, C) is the teacher's softmax for each anchor's image; it is a constant
     (detached). P(i) = batch keys of the anchor's class (j = i included); N(i) = batch keys of
     other classes plus bank keys of other classes (bank keys of the anchor's class are left out).
+    The weights w_pull_i, w_push_in are those of `lw_weights`. Two readings of where alpha acts:
 
-        q_i       = max(p_i[y_i], 1e-8)
-        w_pull_i  = alpha * q_i
-        beta_i    = beta / (q_i + 0.5)        if adaptive_beta, else beta
-        w_push_in = beta_i * max(1 - p_i[y_n], 1e-8)
-        l_ip      = -log( w_pull_i e^{s_ip} / (w_pull_i e^{s_ip} + sum_{n in N(i)} w_push_in e^{s_in}) )
-        L         = (1/alpha) * mean_i (1/|P(i)|) sum_{p in P(i)} l_ip
+        alpha_mode "weight" (the default; the pull weight multiplies the positive's exponential):
+            l_ip = -log( w_pull_i e^{s_ip} / (w_pull_i e^{s_ip} + sum_{n in N(i)} w_push_in e^{s_in}) )
+        alpha_mode "logit" (the pull weight scales the positive's logit):
+            l_ip = -log( e^{w_pull_i s_ip} / (e^{w_pull_i s_ip} + sum_{n in N(i)} w_push_in e^{s_in}) )
 
-    The weights enter as log-weights added to the logits: l_ip = softplus(LSE_n(log w_push_in + s_in)
-    - log w_pull_i - s_ip). A confident teacher (large q_i) pulls harder and, with adaptive beta,
-    pushes less; negatives of classes the teacher confuses with y_i (large p_i[y_n]) are pushed less.
-    With beta = 0 there are no push forces and the loss is 0.
+        L = (1/alpha) * mean_i (1/|P(i)|) sum_{p in P(i)} l_ip
+
+    In the "weight" reading alpha only adds log(alpha) to every positive logit and divides the loss,
+    so Adam (invariant to the division) sees it as a margin; in the "logit" reading it sharpens the
+    positives, which is where the 1/alpha matters. Both are computed as l_ip = softplus(LSE_n(log
+    w_push_in + s_in) - pos_ip), with pos_ip = log w_pull_i + s_ip or w_pull_i s_ip. A confident
+    teacher (large q_i) pulls harder and, with adaptive beta, pushes less; negatives of classes the
+    teacher confuses with y_i (large p_i[y_n]) are pushed less. With beta = 0 there are no push
+    forces and the loss is 0. `logit_weighting=False` gives unweighted SupCRD (see `lw_weights`).
     """
     _check_embeddings("z", z)
     n, d = z.shape
@@ -170,6 +207,8 @@ def lw_supcrd_loss(z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, teach
         raise ValueError(f"alpha must be > 0, got {alpha}")
     if not beta >= 0:
         raise ValueError(f"beta must be >= 0, got {beta}")
+    if alpha_mode not in ALPHA_MODES:
+        raise ValueError(f"unknown alpha_mode {alpha_mode!r}; choose from {', '.join(ALPHA_MODES)}")
     if (bank_keys is None) != (bank_labels is None):
         raise ValueError("bank_keys and bank_labels must be given together")
     if bank_keys is not None:
@@ -185,7 +224,6 @@ def lw_supcrd_loss(z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, teach
     with torch.autocast(z.device.type, enabled=False):
         dtype = _compute_dtype(z)
         z, t = z.to(dtype), t.to(dtype)
-        probs = teacher_probs.detach().to(dtype)
         s_batch = z @ t.T / temperature  # (N, N)
         key_labels, s_all = labels, s_batch
         if bank_keys is not None:
@@ -193,15 +231,13 @@ def lw_supcrd_loss(z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, teach
             s_all = torch.cat([s_batch, z @ bank_keys.to(dtype).T / temperature], dim=1)  # (N, N+K)
         same_class = labels[:, None] == labels[None, :]  # (N, N)
         neg_mask = labels[:, None] != key_labels[None, :]  # (N, N+K)
-
-        q = probs.gather(1, labels[:, None]).squeeze(1).clamp_min(1e-8)  # (N,)
-        log_pull = torch.log(alpha * q)
-        beta_i = beta / (q + 0.5) if adaptive_beta else torch.full_like(q, beta)
-        if beta == 0:
+        _, w_pull, _, log_push = lw_weights(teacher_probs.to(dtype), labels, key_labels, alpha, beta,
+                                            adaptive_beta, logit_weighting)
+        if beta == 0:  # no push forces: every negative is masked out (and log 0 never enters a sum)
             neg_mask = torch.zeros_like(neg_mask)
-            beta_i = torch.ones_like(q)  # unused: every negative is masked out
-        log_push = torch.log(beta_i)[:, None] + torch.log((1 - probs.index_select(1, key_labels)).clamp_min(1e-8))
+            log_push = torch.zeros_like(log_push)
         neg_lse = _masked_logsumexp(s_all + log_push, neg_mask)  # (N,)
-        l_ip = F.softplus(neg_lse[:, None] - log_pull[:, None] - s_batch)  # (N, N)
+        pos = torch.log(w_pull)[:, None] + s_batch if alpha_mode == "weight" else w_pull[:, None] * s_batch
+        l_ip = F.softplus(neg_lse[:, None] - pos)  # (N, N)
         per_anchor = torch.where(same_class, l_ip, 0.0).sum(1) / same_class.sum(1)
         return per_anchor.mean() / alpha

@@ -60,6 +60,14 @@ class MomentumMemoryBank(nn.Module):
         self.keys.index_copy_(0, indices, F.normalize(new, dim=1))
 
     @torch.no_grad()
+    def fill(self, keys: torch.Tensor) -> None:
+        """Set every slot at once (keys (size, dim), normalised here): a bank that starts from the
+        teacher's keys instead of random unit vectors."""
+        if keys.shape != self.keys.shape:
+            raise ValueError(f"keys must have shape {tuple(self.keys.shape)}, got {tuple(keys.shape)}")
+        self.keys.copy_(F.normalize(keys.to(self.keys.dtype), dim=1))
+
+    @torch.no_grad()
     def sample(self, k: int):
         """k distinct slots, uniformly from the whole bank: `(keys (k, dim), labels (k,), indices (k,))`."""
         if not 0 < k <= self.size:

@@ -156,28 +156,39 @@ def create_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module
     return MODEL_REGISTRY[name](num_classes, in_channels)
 
 
+# the projection head's form: "linear" is the original's cosine projection (features -> proj_dim,
+# then L2 norm); "mlp" is SupContrast's (features -> features -> ReLU -> proj_dim, then L2 norm)
+PROJECTION_HEADS = ("linear", "mlp")
+
+
 class ModelWrapper(nn.Module):
-    """Backbone + projection head (Linear -> ReLU -> Linear -> L2 norm) + linear classifier.
+    """Backbone + projection head (see PROJECTION_HEADS; L2-normalised output) + linear classifier.
 
     `forward(x)` returns `(features, projections, logits)`: the penultimate features (N, F),
     the unit-norm projections (N, proj_dim) and the class logits (N, num_classes).
     """
 
     def __init__(self, arch: str, num_classes: int, proj_dim: int = 64, proj_hidden: int | None = None,
-                 in_channels: int = 3):
+                 in_channels: int = 3, proj_head: str = "mlp"):
         super().__init__()
+        if proj_head not in PROJECTION_HEADS:
+            raise ValueError(f"unknown projection head {proj_head!r}; choose from {', '.join(PROJECTION_HEADS)}")
         self.arch = arch
         self.backbone = create_model(arch, num_classes, in_channels)
         self.feature_dim = self.backbone.feature_dim
-        hidden = proj_hidden or self.feature_dim
-        self.projection = nn.Sequential(nn.Linear(self.feature_dim, hidden), nn.ReLU(inplace=True),
-                                        nn.Linear(hidden, proj_dim))
+        if proj_head == "linear":
+            self.projection = nn.Sequential(nn.Linear(self.feature_dim, proj_dim))
+        else:
+            hidden = proj_hidden or self.feature_dim
+            self.projection = nn.Sequential(nn.Linear(self.feature_dim, hidden), nn.ReLU(inplace=True),
+                                            nn.Linear(hidden, proj_dim))
 
     @classmethod
     def from_config(cls, cfg: dict) -> "ModelWrapper":
-        """The network a run's config describes: its arch, classes, projection size, input channels."""
+        """The network a run's config describes: its arch, classes, projection head, input channels.
+        A config without `proj_head` predates the key and had the MLP head."""
         return cls(cfg["arch"], cfg["num_classes"], proj_dim=cfg.get("proj_dim", 64),
-                   in_channels=cfg.get("in_channels", 3))
+                   in_channels=cfg.get("in_channels", 3), proj_head=cfg.get("proj_head", "mlp"))
 
     @property
     def classifier(self) -> nn.Linear:

@@ -1,23 +1,26 @@
-"""Figures: t-SNE, the 3D hypersphere page, alignment/uniformity, training curves, and the
-study-level comparisons. Every file is written atomically."""
+"""Figures: t-SNE, the 3D hypersphere page, alignment/uniformity, training curves, LW-SupCRD's
+weights, and the study-level comparisons. Figures are built on matplotlib's object API
+(`matplotlib.figure.Figure`), so importing this module never selects a backend for the user's
+kernel. Every file is written atomically."""
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .analysis import Embeddings  # noqa: E402
-from .checkpoint import atomic_write  # noqa: E402
+from .analysis import Embeddings
+from .checkpoint import atomic_write
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig: Figure, path: Path) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    plt.close(fig)
+
+
+def _cmap(name: str):
+    return matplotlib.colormaps[name]
 
 
 def _choose_classes(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -44,8 +47,9 @@ def tsne_figure(e: Embeddings, class_names: list[str], title: str, path: Path, s
     x = e.clean.cpu().numpy()[idx]
     perplexity = float(min(30, max(2, (len(idx) - 1) / 3)))
     xy = TSNE(2, init="pca", random_state=seed, perplexity=perplexity, learning_rate="auto").fit_transform(x)
-    fig, ax = plt.subplots(figsize=(8, 7))
-    cmap = plt.get_cmap("tab20")
+    fig = Figure(figsize=(8, 7))
+    ax = fig.subplots()
+    cmap = _cmap("tab20")
     for i, c in enumerate(chosen):
         m = labels[idx] == c
         ax.scatter(xy[m, 0], xy[m, 1], s=6, color=cmap(i % 20), label=class_names[c])
@@ -121,7 +125,8 @@ def alignment_figure(e: Embeddings, class_names: list[str], title: str, path: Pa
     j = rng.integers(0, len(x), max_pairs)
     keep = i != j
     pair = np.linalg.norm(x[i[keep]] - x[j[keep]], axis=1)
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    fig = Figure(figsize=(16, 4.6), layout="constrained")
+    axes = fig.subplots(1, 3)
     axes[0].hist(pos, bins=40, range=(0, 2), color="tab:blue", alpha=0.8)
     axes[0].axvline(pos.mean(), color="k", ls="--", lw=1)
     axes[0].set_title(f"positive pairs (two views)\nmean distance {pos.mean():.3f}")
@@ -131,7 +136,7 @@ def alignment_figure(e: Embeddings, class_names: list[str], title: str, path: Pa
     axes[1].set_xlabel("||f(x) - f(y)||")
     two = sphere_points(x)[:, :2]
     angles = np.arctan2(two[:, 1], two[:, 0])
-    cmap = plt.get_cmap("tab10")
+    cmap = _cmap("tab10")
     for k, c in enumerate(_choose_classes(labels, 4, seed)):
         axes[2].hist(angles[labels == c], bins=36, range=(-math.pi, math.pi), density=True, alpha=0.5,
                      color=cmap(k), label=class_names[c])
@@ -148,9 +153,10 @@ def curves_figure(log: dict, path: Path) -> None:
     if not rows:
         return
     skip = {"epoch", "lr", "epoch_seconds", "images_per_second", "train_acc"}
-    parts = [k for k in rows[0] if k not in skip]
+    parts = [k for k in rows[0] if k not in skip and not k.startswith("w.")]
     epochs = [r["epoch"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    fig = Figure(figsize=(14, 3.9), layout="constrained")
+    axes = fig.subplots(1, 3)
     for k in parts:
         axes[0].plot(epochs, [r[k] for r in rows], marker="o", ms=3, label=k)
     axes[0].set_title("loss")
@@ -166,72 +172,79 @@ def curves_figure(log: dict, path: Path) -> None:
     _save(fig, path)
 
 
+def weights_figure(log: dict, path: Path) -> None:
+    """LW-SupCRD's weights per epoch from a training log: mean and 5th-95th percentile band of the
+    teacher's target probability q, the adaptive beta_i, the push weights and the margin
+    log(w_push / w_pull), with the share of anchors the teacher gets wrong."""
+    rows = [r for r in log.get("epochs", []) if "w.q_mean" in r]
+    if not rows:
+        return
+    epochs = [r["epoch"] for r in rows]
+    panels = [("q", "teacher q_i = p_i[y_i]"), ("beta_i", "beta_i"), ("w_push", "push weight w_push"),
+              ("margin", "margin log(w_push / w_pull)")]
+    fig = Figure(figsize=(15, 3.6), layout="constrained")
+    axes = fig.subplots(1, 4)
+    for ax, (key, title) in zip(axes, panels):
+        ax.fill_between(epochs, [r[f"w.{key}_p05"] for r in rows], [r[f"w.{key}_p95"] for r in rows], alpha=0.25,
+                        label="5th-95th percentile")
+        ax.plot(epochs, [r[f"w.{key}_mean"] for r in rows], marker="o", ms=3, label="mean")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+    axes[0].legend(fontsize=7)
+    wrong = rows[-1].get("w.teacher_wrong")
+    fig.suptitle(f"{log.get('run', '')}: LW-SupCRD weights per epoch"
+                 + (f" (teacher wrong on {100 * wrong:.1f}% of anchors)" if wrong is not None else ""))
+    _save(fig, path)
+
+
 def _acc(entry: dict) -> float | None:
     return entry.get("metrics", {}).get("probe_test_acc")
 
 
-def study_figures(results: dict, plots_dir: Path) -> list[Path]:
-    """Accuracy against alpha, beta and tau; the bank ablation as grouped bars; alignment vs
-    uniformity of every run. Returns the files written."""
-    runs = results["runs"]
-    written = []
-    lw = {n: r for n, r in runs.items() if r["config"].get("method") == "lwsupcrd" and "bank_negatives" not in r["config"]
-          and r.get("stage") == "lwsupcrd"}
-    sweeps = [("alpha", dict(beta=10.0, temperature=0.07)), ("beta", dict(alpha=1.0, temperature=0.07)),
-              ("temperature", dict(alpha=1.0, beta=10.0))]
-    series = []
-    for key, fixed in sweeps:
-        pts = sorted((r["config"][key], _acc(r)) for r in lw.values()
-                     if all(r["config"][k] == v for k, v in fixed.items()) and _acc(r) is not None)
-        if len(pts) >= 2:
-            series.append((key, pts))
-    if series:
-        fig, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 3.6), squeeze=False)
-        for ax, (key, pts) in zip(axes[0], series):
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o")
-            ax.set_xlabel(key)
-            ax.set_ylabel("linear-probe test accuracy (%)")
-        fig.suptitle("LW-SupCRD sweeps")
-        path = plots_dir / "sweeps_accuracy.png"
-        _save(fig, path)
-        written.append(path)
-
-    bank = {n: r for n, r in runs.items() if r.get("stage") == "bank_ablation" and _acc(r) is not None}
-    if bank:
-        groups = {"CRD": [], "LW-SupCRD": []}
-        for n, r in bank.items():
-            groups["CRD" if r["config"]["method"] == "crd" else "LW-SupCRD"].append(
-                ("bank %d" % r["config"]["bank_negatives"] if r["config"].get("bank_negatives") else "no bank", r))
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for gi, (group, members) in enumerate(groups.items()):
-            for k, (label, r) in enumerate(sorted(members, key=lambda m: m[0] != "no bank")):
-                m = r["metrics"]
-                x = gi + (k - 0.5) * 0.35
-                ax.bar(x, m["probe_test_acc"], width=0.33, color="tab:blue" if label == "no bank" else "tab:green",
-                       label=label if gi == 0 or not members else None)
-                ax.text(x, m["probe_test_acc"], f"{m['probe_test_acc']:.1f}", ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(range(len(groups)), list(groups))
+def sweep_figure(series: dict[str, list[tuple[float, float]]], path: Path) -> Path:
+    """Probe accuracy against each swept value; `series` maps a label ("alpha (weight)") to points."""
+    fig = Figure(figsize=(4.5 * len(series), 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(series)))
+    for ax, (label, pts) in zip(axes, series.items()):
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o")
+        ax.set_xlabel(label)
         ax.set_ylabel("linear-probe test accuracy (%)")
-        handles, labels = ax.get_legend_handles_labels()
-        uniq = dict(zip(labels, handles))
-        ax.legend(uniq.values(), uniq.keys())
-        ax.set_title("memory-bank ablation")
-        path = plots_dir / "bank_ablation.png"
-        _save(fig, path)
-        written.append(path)
+    fig.suptitle("LW-SupCRD sweeps (the other values at the sweeps' centre)")
+    _save(fig, path)
+    return path
 
-    pts = [(n, r["analysis"]["features"]) for n, r in runs.items() if "analysis" in r and r.get("stage") != "projection"
-           and r["analysis"]["features"].get("class_alignment") is not None]
-    if pts:
-        fig, ax = plt.subplots(figsize=(7, 5))
-        for n, g in pts:
-            ax.scatter(g["class_alignment"], g["uniformity"], s=30, marker="*" if n.startswith("teacher") else "o")
-            ax.annotate(n.replace("student_", "").rsplit("_", 2)[0], (g["class_alignment"], g["uniformity"]),
-                        fontsize=6, xytext=(3, 3), textcoords="offset points")
-        ax.set_xlabel("alignment (same-class pairs) ↓")
-        ax.set_ylabel("uniformity ↓")
-        ax.set_title("alignment vs uniformity (L2-normalised backbone features, test split)")
-        path = plots_dir / "alignment_uniformity.png"
-        _save(fig, path)
-        written.append(path)
-    return written
+
+def bank_figure(pairs: list[tuple[str, float, float]], path: Path) -> Path:
+    """Bars of each bank run beside its matched control: `(label, control acc, bank acc)`."""
+    fig = Figure(figsize=(1.8 + 1.8 * len(pairs), 4), layout="constrained")
+    ax = fig.subplots()
+    for i, (label, control, bank) in enumerate(pairs):
+        for x, acc, color, name in ((i - 0.18, control, "tab:blue", "matched control"),
+                                    (i + 0.18, bank, "tab:green", "with bank")):
+            ax.bar(x, acc, width=0.34, color=color, label=name if i == 0 else None)
+            ax.text(x, acc, f"{acc:.1f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(pairs)), [p[0] for p in pairs], fontsize=8)
+    ax.set_ylabel("linear-probe test accuracy (%)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("memory bank against its matched control")
+    _save(fig, path)
+    return path
+
+
+def geometry_figure(points: list[tuple[str, float, float, bool]], space: str, path: Path) -> Path:
+    """Alignment against uniformity, one marker per run keyed to a legend (no labels on the points,
+    so close runs stay readable); hollow markers: a projection head that training never touched."""
+    fig = Figure(figsize=(9, 5), layout="constrained")
+    ax = fig.subplots()
+    cmap = _cmap("tab20")
+    markers = "os^Dv<>pP*Xh"
+    for i, (label, align, unif, trained) in enumerate(points):
+        color = cmap(i % 20)
+        ax.scatter(align, unif, s=45, marker=markers[i % len(markers)], label=label,
+                   facecolors=color if trained else "none", edgecolors=color)
+    ax.set_xlabel("alignment (same-class pairs) ↓")
+    ax.set_ylabel("uniformity ↓")
+    ax.set_title(f"alignment vs uniformity ({space}, test split)")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
+    _save(fig, path)
+    return path

@@ -1,9 +1,5 @@
-"""The study: presets, the registry of runs in dependency order, and the runner that trains a
-run or reuses its cached checkpoint.
-
-Run names follow the original work: `teacher_<t>_<d>`, `teacher_<t>_<d>_with_projection`,
-`student_<what>_<s>_<d>`.
-"""
+"""The study: the command line over the protocol (`protocol.py`), and the runner that trains a
+run or reuses its cached checkpoint."""
 from __future__ import annotations
 
 import argparse
@@ -14,54 +10,19 @@ import shlex
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from . import distributed
 from .checkpoint import CheckpointError, environment, load_checkpoint, save_checkpoint, weights_sha256, write_json
-from .data import DATASETS, DataError, Split, balanced_subset, dataset_info, load_split
+from .data import DATASETS, DataError, Split, balanced_subset, dataset_info, load_split, normalize
 from .locks import file_lock
 from .models import MODEL_REGISTRY, ModelWrapper
 from .probe import embed, linear_probe
+from .protocol import PRESETS, SWEEP_CENTRE, Run, build_study_runs
 from .train import COMPILE_MODES, check_frozen, fit, frozen_snapshot
-
-# ---------------------------------------------------------------- presets
-# Each preset is a complete set of defaults; CLI flags override single keys.
-PRESETS: dict[str, dict] = {
-    # the original protocol: CIFAR-100, ResNet-50 -> ResNet-18
-    "paper": dict(dataset="cifar100", teacher_arch="resnet50", student_arch="resnet18", train_subset=None,
-                  teacher_epochs=200, teacher_lr=0.1, projection_epochs=10, student_epochs=50, batch_size=128,
-                  student_lr=1e-3, bank_negatives=4096, probe_epochs=30, sweeps=True, bank_ablation=True),
-    # CPU-sized: small CIFAR ResNets, a class-balanced subset, few epochs, the main comparison only
-    "quick": dict(dataset="cifar100", teacher_arch="resnet20", student_arch="resnet8", train_subset=12_000,
-                  teacher_epochs=12, teacher_lr=0.1, projection_epochs=2, student_epochs=4, batch_size=128,
-                  student_lr=2e-3, bank_negatives=4096, probe_epochs=15, sweeps=False, bank_ablation=False),
-    # seconds: every run of the protocol on a tiny budget, for tests
-    "smoke": dict(dataset="cifar100", teacher_arch="resnet8", student_arch="resnet8", train_subset=1000,
-                  teacher_epochs=1, teacher_lr=0.05, projection_epochs=1, student_epochs=1, batch_size=32,
-                  student_lr=1e-3, bank_negatives=64, probe_epochs=2, sweeps=True, bank_ablation=True),
-}
-ALPHAS, BETAS, TAUS = (1.0, 2.0, 5.0, 10.0), (1.0, 5.0, 10.0, 12.0), (0.05, 0.07)
-DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_TAU = 1.0, 10.0, 0.07
-
-
-@dataclass
-class Run:
-    name: str
-    stage: str
-    cfg: dict
-    requires: tuple[str, ...] = ()
-    base: str = ""  # the run's name without its seed suffix
-
-    def __post_init__(self):
-        self.base = self.base or self.name
-
-    @property
-    def bank_ablation(self) -> bool:
-        return self.stage == "bank_ablation"
-
 
 @dataclass
 class StudyConfig:
@@ -74,8 +35,9 @@ class StudyConfig:
     student_arch: str | None = None
     epochs: int | None = None
     batch_size: int | None = None
-    seed: int = 0
-    seeds: list[int] | None = None
+    seed: int | None = None  # None: the preset's
+    seeds: list[int] | None = None  # None: the preset's (if any)
+    overrides: dict = field(default_factory=dict)  # --set KEY=VALUE, already type-checked
     force_retrain: bool = False
     force_retrain_bank_ablation: bool = False
     force_analysis: bool = False
@@ -86,90 +48,53 @@ class StudyConfig:
     list_runs: bool = False
     progress: bool = True
 
+    def seed_list(self) -> list[int] | None:
+        """The seeds of a multi-seed study (run names end in `_seed<k>`), or None for one plain chain:
+        --seeds, else one chain for an explicit --seed, else the preset's seeds (if it has any)."""
+        if self.seeds:
+            return list(self.seeds)
+        seeds = PRESETS[self.preset]["seeds"] if self.seed is None else None
+        return list(seeds) if seeds else None
+
     def settings(self) -> dict:
-        """The preset with the overrides applied: what every run is built from."""
-        s = dict(PRESETS[self.preset])
+        """The preset with the overrides applied: what every run is built from (plain JSON values)."""
+        s = {**PRESETS[self.preset], **self.overrides}
         for key in ("dataset", "teacher_arch", "student_arch", "batch_size"):
             if getattr(self, key) is not None:
                 s[key] = getattr(self, key)
         if self.epochs is not None:
             s["student_epochs"] = self.epochs
-        s["seed"] = self.seed
+        seeds = self.seed_list()
+        s["seed"] = seeds[0] if seeds else (self.seed if self.seed is not None else s["seed"])
         s["preset"] = self.preset
-        s["seeds"] = list(self.seeds) if self.seeds else [self.seed]
-        return s
+        s["seeds"] = seeds or [s["seed"]]
+        s["sweep_centre"] = SWEEP_CENTRE
+        return json.loads(json.dumps(s))
 
 
-def fmt(x: float) -> str:
-    return repr(float(x))
-
-
-def build_runs(settings: dict) -> list[Run]:
-    """Every run of the protocol for these settings, each after the runs it needs."""
-    d, t, s = settings["dataset"], settings["teacher_arch"], settings["student_arch"]
-    info = DATASETS[d]
-    common = dict(dataset=d, num_classes=info.num_classes, in_channels=info.channels,
-                  train_subset=settings["train_subset"], batch_size=settings["batch_size"],
-                  seed=settings["seed"], proj_dim=64, probe_epochs=settings["probe_epochs"])
-    teacher_name = f"teacher_{t}_{d}"
-    proj_name = f"{teacher_name}_with_projection"
-    runs = [
-        Run(teacher_name, "teacher", dict(common, method="ce", arch=t, epochs=settings["teacher_epochs"],
-                                          optimizer="sgd", lr=settings["teacher_lr"], momentum=0.9,
-                                          weight_decay=5e-4, schedule="cosine")),
-        Run(proj_name, "projection", dict(common, method="projection", arch=t, epochs=settings["projection_epochs"],
-                                          optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="constant",
-                                          temperature=DEFAULT_TAU), (teacher_name,)),
-    ]
-    student = dict(common, arch=s, epochs=settings["student_epochs"], optimizer="adam", lr=settings["student_lr"],
-                   weight_decay=0.0, schedule="constant")
-
-    def lw(alpha, beta, tau, **extra):
-        return dict(student, method="lwsupcrd", alpha=alpha, beta=beta, temperature=tau, adaptive_beta=True, **extra)
-
-    runs += [
-        Run(f"student_undistilled_{s}_{d}", "baselines", dict(student, method="undistilled")),
-        Run(f"student_baseline_supcon_{s}_{d}", "baselines", dict(student, method="supcon", temperature=DEFAULT_TAU)),
-        Run(f"student_baseline_crd_{s}_{d}", "baselines", dict(student, method="crd", temperature=DEFAULT_TAU),
-            (proj_name,)),
-    ]
-    grid = [(DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_TAU)]
-    if settings["sweeps"]:
-        grid = ([(a, DEFAULT_BETA, DEFAULT_TAU) for a in ALPHAS] + [(DEFAULT_ALPHA, b, DEFAULT_TAU) for b in BETAS]
-                + [(DEFAULT_ALPHA, DEFAULT_BETA, tau) for tau in TAUS])
-    seen = set()
-    for a, b, tau in grid:
-        name = f"student_alpha_{fmt(a)}_beta_{fmt(b)}_temp_{fmt(tau)}_{s}_{d}"
-        if name not in seen:
-            seen.add(name)
-            runs.append(Run(name, "lwsupcrd", lw(a, b, tau), (proj_name,)))
-    k = settings["bank_negatives"]
-    ablation = dict(weight_decay=1e-4, schedule="cosine")
-    bank = dict(bank_negatives=k, bank_momentum=0.5)
-    if settings["bank_ablation"]:
-        runs += [
-            Run(f"student_baseline_crd_nobank_{s}_{d}", "bank_ablation",
-                dict(student, method="crd", temperature=DEFAULT_TAU, **ablation), (proj_name,)),
-            Run(f"student_baseline_crd_bank{k}_{s}_{d}", "bank_ablation",
-                dict(student, method="crd", temperature=DEFAULT_TAU, **ablation, **bank), (proj_name,)),
-            Run(f"student_lwsupcrd_nobank_{s}_{d}", "bank_ablation",
-                lw(DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_TAU, **ablation), (proj_name,)),
-        ]
-    runs.append(Run(f"student_lwsupcrd_bank{k}_{s}_{d}", "bank_ablation",
-                    lw(DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_TAU, **ablation, **bank), (proj_name,)))
-    return runs
-
-
-def build_study_runs(settings: dict, seeds: list[int] | None) -> list[Run]:
-    """One chain of runs per seed (names end in `_seed<k>`), or the plain chain without --seeds."""
-    if not seeds:
-        return build_runs(settings)
-    runs = []
-    for seed in seeds:
-        for r in build_runs({**settings, "seed": seed}):
-            runs.append(Run(f"{r.name}_seed{seed}", r.stage, r.cfg, tuple(f"{d}_seed{seed}" for d in r.requires),
-                            base=r.name))
-    return runs
+def parse_override(preset: str, text: str) -> tuple[str, object]:
+    """`KEY=VALUE` against the preset's value of KEY: same type (a list for a sweep, `none` for an
+    optional number); anything else is one ValueError naming the key and what it takes."""
+    key, sep, raw = text.partition("=")
+    defaults = PRESETS[preset]
+    if not sep or key not in defaults or key in ("seed", "seeds"):
+        choices = ", ".join(k for k in defaults if k not in ("seed", "seeds"))
+        raise ValueError(f"--set {text!r}: expected KEY=VALUE with KEY one of {choices}")
+    default = defaults[key]
+    try:
+        if isinstance(default, bool):
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return key, raw.lower() in ("true", "1")
+        if isinstance(default, tuple):
+            return key, tuple(float(x) if key.endswith("sweep") else x for x in raw.split(",") if x)
+        if default is None or isinstance(default, int):
+            return key, None if raw.lower() == "none" and default is None else int(raw)
+        return key, type(default)(raw)
+    except ValueError:
+        kind = ("true or false" if isinstance(default, bool) else "a comma-separated list" if
+                isinstance(default, tuple) else "an integer or none" if default is None else type(default).__name__)
+        raise ValueError(f"--set {key}={raw!r}: {key} takes {kind} (preset {preset}: {default!r})") from None
 
 
 # ---------------------------------------------------------------- command line
@@ -195,8 +120,10 @@ def parse_args(argv: list[str] | None, defaults: StudyConfig) -> StudyConfig:
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--seeds", type=int, nargs="+", default=defaults.seeds,
                    help="run every selected experiment once per seed; results give mean ± std")
-    p.add_argument("--force-retrain", action="store_true", default=defaults.force_retrain)
-    p.add_argument("--force-retrain-bank-ablation", action="store_true",
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one preset value, e.g. --set bank_negatives=1024 (type-checked; repeatable)")
+    p.add_argument("--force-retrain", action=argparse.BooleanOptionalAction, default=defaults.force_retrain)
+    p.add_argument("--force-retrain-bank-ablation", action=argparse.BooleanOptionalAction,
                    default=defaults.force_retrain_bank_ablation)
     p.add_argument("--force-analysis", action="store_true", default=defaults.force_analysis,
                    help="recompute metrics and figures of cached runs")
@@ -214,10 +141,13 @@ def parse_args(argv: list[str] | None, defaults: StudyConfig) -> StudyConfig:
     for key, value in vars(a).items():
         setattr(cfg, key, value)
     cfg.only = [x.strip() for x in a.only.split(",") if x.strip()] if a.only else None
-    if cfg.seeds:
-        if len(set(cfg.seeds)) != len(cfg.seeds):
-            p.error(f"--seeds must be distinct, got {cfg.seeds}")
-        cfg.seed = cfg.seeds[0]
+    if cfg.seeds and len(set(cfg.seeds)) != len(cfg.seeds):
+        p.error(f"--seeds must be distinct, got {cfg.seeds}")
+    cfg.overrides = dict(defaults.overrides)
+    try:
+        cfg.overrides.update(parse_override(cfg.preset, text) for text in a.overrides)
+    except ValueError as err:
+        p.error(str(err))
     cfg.progress = not os.environ.get("TQDM_DISABLE")
     return cfg
 
@@ -247,7 +177,7 @@ def validate(cfg: StudyConfig) -> list[Run]:
         raise ValueError("--compile on the CPU needs a C++ compiler (g++) on PATH; install one or drop --compile")
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but no CUDA device is available; use --device cpu or auto")
-    runs = build_study_runs(s, cfg.seeds)
+    runs = build_study_runs(s, cfg.seed_list())
     for r in runs:
         c = r.cfg
         if "temperature" in c and not c["temperature"] > 0:
@@ -321,7 +251,7 @@ class Study:
     def __init__(self, cfg: StudyConfig, runs: list[Run] | None = None):
         self.cfg = cfg
         self.settings = cfg.settings()
-        self.runs = {r.name: r for r in (runs or build_study_runs(self.settings, cfg.seeds))}
+        self.runs = {r.name: r for r in (runs or build_study_runs(self.settings, cfg.seed_list()))}
         self.info = dataset_info(self.settings["dataset"])
         self.device = resolve_device(cfg.device)
         self.out = Path(cfg.out_dir)
@@ -334,25 +264,61 @@ class Study:
         self.fingerprints: dict[str, str] = {}
         self.results = self._read_results()
         self.touched: set[str] = set()
-        self.train: Split | None = None
+        self.full_train: Split | None = None
+        self.splits: dict[int, Split] = {}
+        self.train: Split | None = None  # the first seed's
         self.test: Split | None = None
 
     def load_data(self) -> None:
+        """Both splits, checked; each seed's training subset is drawn from the full split by `split_of`."""
         s = self.settings
-        train = load_split(s["dataset"], self.cfg.data_dir, "train")
-        if s["train_subset"]:
-            train = balanced_subset(train, s["train_subset"], s["seed"])
+        full = load_split(s["dataset"], self.cfg.data_dir, "train")
         test = load_split(s["dataset"], self.cfg.data_dir, "test")
-        for split in (train, test):
+        for split in (full, test):
             if split.images.shape[1:] != (self.info.channels, self.info.size, self.info.size):
                 raise DataError(f"{s['dataset']} images have shape {tuple(split.images.shape[1:])}, expected "
                                 f"{(self.info.channels, self.info.size, self.info.size)}")
-        if s["batch_size"] > len(train):
-            raise ValueError(f"batch size {s['batch_size']} exceeds the training set ({len(train)} images)")
-        if s["bank_negatives"] > len(train):
+        train_size = min(len(full), s["train_subset"] or len(full))
+        if s["batch_size"] > train_size:
+            raise ValueError(f"batch size {s['batch_size']} exceeds the training set ({train_size} images)")
+        if s["bank_negatives"] > train_size:
             raise ValueError(f"bank negatives {s['bank_negatives']} exceed the bank size (one slot per training "
-                             f"image: {len(train)})")
-        self.train, self.test = train.to(self.device), test.to(self.device)
+                             f"image: {train_size})")
+        self.full_train, self.test = full, test.to(self.device)
+        self.train = self.split_of(s["seed"])
+
+    def split_of(self, seed: int) -> Split:
+        """The training split of this seed: with `train_subset`, a class-balanced subset drawn with
+        the seed, so that the spread over seeds includes the choice of images."""
+        if seed not in self.splits:
+            n = self.settings["train_subset"]
+            split = balanced_subset(self.full_train, n, seed) if n else self.full_train
+            self.splits[seed] = split.to(self.device)
+        return self.splits[seed]
+
+    def measure_floors(self) -> dict:
+        """What a linear probe reads without any training, per seed's split and with the students'
+        probe protocol: raw pixels, and a randomly initialised student. Every row is read against them."""
+        s = self.settings
+        floors = self.results.setdefault("floors", {})
+        for seed in s["seeds"]:
+            train = self.split_of(seed)
+            if str(seed) in floors and floors[str(seed)].get("train_size") == len(train):
+                continue
+            probe = dict(num_classes=self.info.num_classes, epochs=s["probe_epochs"], seed=seed)
+            pixels = linear_probe(normalize(train.images, self.info).flatten(1), train.labels,
+                                  normalize(self.test.images, self.info).flatten(1), self.test.labels, **probe)
+            torch.manual_seed(seed)
+            student = ModelWrapper(s["student_arch"], self.info.num_classes, in_channels=self.info.channels,
+                                   proj_head=s["proj_head"]).to(self.device)
+            train_f = embed(student, train.images, self.info)[0]
+            random_init = linear_probe(train_f, train.labels, embed(student, self.test.images, self.info)[0],
+                                       self.test.labels, **probe)
+            floors[str(seed)] = {"train_size": len(train), "raw_pixels": pixels["probe_test_acc"],
+                                 "random_student": random_init["probe_test_acc"]}
+        if distributed.current().main:
+            self.save_results()
+        return floors
 
     def order(self) -> list[str]:
         """The selected runs and, before them, what they need."""
@@ -371,7 +337,7 @@ class Study:
         return ordered
 
     def run_config(self, run: Run) -> dict:
-        cfg = dict(run.cfg, train_size=len(self.train), channels_last=self.device.type == "cuda")
+        cfg = dict(run.cfg, train_size=len(self.split_of(run.cfg["seed"])), channels_last=self.device.type == "cuda")
         if self.device.type == "cpu" and self.cfg.cpu_bf16:
             cfg["amp"] = True
         if run.requires:
@@ -447,7 +413,8 @@ class Study:
         if not ddp.main:
             distributed.barrier()  # rank 0 evaluates, analyses and records
             return model
-        entry = {"stage": run.stage, "base": run.base, "config": cfg, "metrics": ckpt["metrics"], "cached": cached,
+        entry = {"stage": run.stage, "base": run.base, "teacher": run.teacher, "control": run.control,
+                 "centre": run.centre, "config": cfg, "metrics": ckpt["metrics"], "cached": cached,
                  "checkpoint": str(path.relative_to(self.out)) if path.is_relative_to(self.out) else str(path),
                  "environment": ckpt.get("environment", {})}
         previous = self._read_results()["runs"].get(name) or self.results["runs"].get(name, {})
@@ -484,6 +451,7 @@ class Study:
         with file_lock(self.results_path.with_name("." + self.results_path.name + ".lock")):
             merged = self._read_results()
             merged["runs"].update({n: self.results["runs"][n] for n in self.touched})
+            merged.setdefault("floors", {}).update(self.results.get("floors", {}))
             merged["environment"] = environment()
             merged["aggregates"] = aggregate(merged)
             write_json(self.results_path, merged)
@@ -501,12 +469,11 @@ class Study:
     def _train(self, run: Run, cfg: dict, path: Path):
         model = self._model(cfg)
         teacher = None
-        proj_name = next((d for d in run.requires if d.endswith("_with_projection")), None)
         if cfg["method"] == "projection":
             model.load_state_dict(self.models[run.requires[0]].state_dict())
-        elif proj_name is not None:
-            teacher = self._model(self.runs[proj_name].cfg | {"channels_last": cfg.get("channels_last")})
-            teacher.load_state_dict(self.models[proj_name].state_dict())
+        elif run.teacher is not None:
+            teacher = self._model(self.runs[run.teacher].cfg | {"channels_last": cfg.get("channels_last")})
+            teacher.load_state_dict(self.models[run.teacher].state_dict())
             teacher.requires_grad_(False)
             teacher.projection.requires_grad_(True)
             frozen = frozen_snapshot(teacher.backbone)
@@ -517,11 +484,16 @@ class Study:
         def on_epoch(row):
             log["epochs"].append(row)
             write_json(log_path, log)
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "lr", "epoch_seconds"))
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items()
+                              if k not in ("epoch", "lr", "epoch_seconds") and not k.startswith("w."))
+            if "w.q_mean" in row:
+                shown += (f", teacher q {row['w.q_mean']:.3f} [{row['w.q_p05']:.3f}, {row['w.q_p95']:.3f}], "
+                          f"margin {row['w.margin_mean']:.2f}")
             print(f"   epoch {row['epoch']}/{cfg['epochs']}: {shown} ({row['epoch_seconds']:.1f}s)")
 
         start = time.perf_counter()
-        history = fit(run.name, cfg, model, self.train, self.info, self.device, teacher=teacher,
+        train = self.split_of(cfg["seed"])
+        history = fit(run.name, cfg, model, train, self.info, self.device, teacher=teacher,
                       resume_path=path.with_suffix(".resume.pth"), on_epoch=on_epoch, progress=self.cfg.progress,
                       compile_mode=self.cfg.compile)
         log["epochs"] = history
@@ -530,8 +502,11 @@ class Study:
             check_frozen(run.name, frozen, teacher.backbone)
         if not distributed.current().main:
             return model, {"weights_sha256": weights_sha256(model.state_dict()), "metrics": {}}
-        metrics = {"train_seconds": train_seconds, **self.evaluate(run, cfg, model)}
-        ckpt = save_checkpoint(path, model.state_dict(), cfg, metrics, env=env)
+        weights = {k: v for k, v in history[-1].items() if k.startswith("w.")}  # the last epoch's, for the report
+        metrics = {"train_seconds": train_seconds, **self.evaluate(run, cfg, model), **weights}
+        # the teacher's head as the run left it, so the teacher side can be analysed too
+        extra = {"teacher_projection": teacher.projection.state_dict()} if teacher is not None else None
+        ckpt = save_checkpoint(path, model.state_dict(), cfg, metrics, env=env, extra=extra)
         log["metrics"] = metrics
         write_json(log_path, log)
         path.with_suffix(".resume.pth").unlink(missing_ok=True)
@@ -541,11 +516,12 @@ class Study:
         if run.stage == "projection":
             return {}
         cl = bool(cfg.get("channels_last"))
+        train = self.split_of(cfg["seed"])
         start = time.perf_counter()
-        train_f, _, _ = embed(model, self.train.images, self.info, channels_last=cl)
+        train_f, _, _ = embed(model, train.images, self.info, channels_last=cl)
         test_f, _, test_logits = embed(model, self.test.images, self.info, channels_last=cl)
         embedded = time.perf_counter()
-        metrics = linear_probe(train_f, self.train.labels, test_f, self.test.labels, self.info.num_classes,
+        metrics = linear_probe(train_f, train.labels, test_f, self.test.labels, self.info.num_classes,
                                epochs=cfg["probe_epochs"], seed=cfg["seed"])
         metrics["embed_seconds"], metrics["probe_seconds"] = embedded - start, time.perf_counter() - embedded
         if cfg["method"] in ("ce", "undistilled"):
@@ -554,7 +530,8 @@ class Study:
 
     def figure_paths(self, name: str) -> dict[str, Path]:
         return {"tsne": self.plots_dir / f"tsne_{name}.png", "hypersphere": self.plots_dir / f"{name}_hypersphere.html",
-                "alignment": self.plots_dir / f"{name}_alignment.png", "curves": self.plots_dir / f"{name}_curves.png"}
+                "alignment": self.plots_dir / f"{name}_alignment.png", "curves": self.plots_dir / f"{name}_curves.png",
+                "weights": self.plots_dir / f"{name}_weights.png"}
 
     def analyze(self, run: Run, model: ModelWrapper, cached: bool) -> None:
         """Geometry metrics into the results entry and the run's figures; skipped for a cached run
@@ -566,6 +543,8 @@ class Study:
         log_path = self.logs_dir / f"{run.name}.json"
         if not log_path.exists():
             figures.pop("curves")
+        if not log_path.exists() or run.cfg["method"] != "lwsupcrd":
+            figures.pop("weights")
         if (cached and "analysis" in entry and not self.cfg.force_analysis and not self.forced(run)
                 and all(p.exists() for p in figures.values())):
             return
@@ -580,6 +559,8 @@ class Study:
         plots.alignment_figure(shown, names, run.name, figures["alignment"], cfg["seed"])
         if "curves" in figures:
             plots.curves_figure(json.loads(log_path.read_text()), figures["curves"])
+        if "weights" in figures:
+            plots.weights_figure(json.loads(log_path.read_text()), figures["weights"])
         metrics["figures"] = {k: str(p.relative_to(self.out)) if p.is_relative_to(self.out) else str(p)
                               for k, p in figures.items()}
         metrics["seconds"] = time.perf_counter() - start
@@ -587,13 +568,12 @@ class Study:
 
     def finish(self) -> str:
         """Study-level figures and the report, from the results file alone."""
-        from . import plots
-        from .report import write_report
+        from .report import study_figures, write_report
 
         if not distributed.current().main:
             return ""
         self.save_results()
-        plots.study_figures(self.results, self.plots_dir)
+        study_figures(self.results, self.plots_dir)
         return write_report(self.results_path).read_text()
 
 

@@ -2,8 +2,8 @@
 and the students (undistilled, SupCon, CRD, LW-SupCRD, with or without a memory bank).
 
 The split stays on the device as uint8; each step draws a batch from a seeded permutation and
-augments it there. Each method's step returns `(loss, parts, correct)`, where `parts` names the
-loss terms; those names are the columns of the training log. After every epoch the complete
+augments it there. Each method's step returns a `StepResult`, whose `parts` name the loss terms;
+those names are the columns of the training log. After every epoch the complete
 training state goes to a resume checkpoint, so rerunning after a kill continues bit for bit.
 """
 from __future__ import annotations
@@ -21,10 +21,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, atomic_write, safe_load
-from .data import DatasetInfo, Split, crop_flip, crop_flip_params
+from .data import DatasetInfo, Split, crop_flip, crop_flip_params, normalize
 from . import distributed
 from .distributed import all_reduce_sum, average_gradients, current, gather, gather_with_grad
-from .losses import crd_loss, lw_supcrd_loss, supcon_loss
+from .losses import crd_loss, lw_supcrd_loss, lw_weights, supcon_loss
 from .memory_bank import MomentumMemoryBank
 from .models import ModelWrapper
 
@@ -95,21 +95,32 @@ class StepContext:
     model: ModelWrapper
     teacher: ModelWrapper | None
     bank: MomentumMemoryBank | None
-    step_checks: bool  # check finiteness every step (free on CPU); on CUDA once per epoch
-    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class StepResult:
+    """What one training step produced: the loss to back-propagate, its named parts (the columns of
+    the training log), accuracy counts, what the memory bank should store, and weight samples."""
+
+    loss: torch.Tensor
+    parts: dict[str, torch.Tensor]
+    correct: torch.Tensor | None = None
+    seen: int = 0
+    bank_update: tuple[torch.Tensor, torch.Tensor] | None = None  # (slots, keys) of the global batch
+    weights: dict[str, torch.Tensor] = field(default_factory=dict)  # LW-SupCRD weight samples (see WEIGHT_STATS)
 
 
 def step_ce(ctx, batch):
     logits = ctx.nets.logits(batch.x)
     loss = F.cross_entropy(logits.float(), batch.labels)
-    return loss, {"ce": loss}, (logits.argmax(1) == batch.labels).sum(), len(batch.labels)
+    return StepResult(loss, {"ce": loss}, (logits.argmax(1) == batch.labels).sum(), len(batch.labels))
 
 
 def step_undistilled(ctx, batch):
     labels = batch.labels.repeat(2)
     logits = ctx.nets.logits(batch.x)
     loss = F.cross_entropy(logits.float(), labels)
-    return loss, {"ce": loss}, (logits.argmax(1) == labels).sum(), len(labels)
+    return StepResult(loss, {"ce": loss}, (logits.argmax(1) == labels).sum(), len(labels))
 
 
 def step_projection(ctx, batch):
@@ -117,13 +128,13 @@ def step_projection(ctx, batch):
         features = ctx.nets.features(batch.x)
     z = gather_with_grad(ctx.model.project(features.clone()))
     loss = supcon_loss(z, gather(batch.labels.repeat(2)), ctx.cfg["temperature"], validate=False)
-    return loss, {"supcon": loss}, None, 0
+    return StepResult(loss, {"supcon": loss})
 
 
 def step_supcon(ctx, batch):
     _, z, _ = ctx.nets.forward(batch.x)
     loss = supcon_loss(gather_with_grad(z), gather(batch.labels.repeat(2)), ctx.cfg["temperature"], validate=False)
-    return loss, {"supcon": loss}, None, 0
+    return StepResult(loss, {"supcon": loss})
 
 
 def _teacher_keys(ctx, x):
@@ -132,6 +143,43 @@ def _teacher_keys(ctx, x):
         probs = torch.softmax(ctx.teacher.classifier(features).float(), dim=1)
     t = ctx.teacher.project(features.clone())  # the teacher's head keeps training
     return t, probs.clone()
+
+
+# sampled per step: at most this many anchors, and this many keys per anchor, evenly spaced
+WEIGHT_SAMPLE = 64
+
+
+@torch.no_grad()
+def weight_samples(cfg: dict, probs: torch.Tensor, labels: torch.Tensor, key_labels: torch.Tensor) -> dict:
+    """LW-SupCRD's weights this step, for the per-epoch diagnostics: q_i, beta_i, w_pull_i for an
+    evenly spaced sample of anchors, and w_push and the margin log(w_push / w_pull) over a grid of
+    anchor-key pairs (NaN where the key is not a negative). No host synchronisation."""
+    rows = torch.arange(0, len(labels), max(1, len(labels) // WEIGHT_SAMPLE), device=labels.device)
+    cols = torch.arange(0, len(key_labels), max(1, len(key_labels) // WEIGHT_SAMPLE), device=labels.device)
+    q, w_pull, beta_i, log_push = lw_weights(probs[rows], labels[rows], key_labels[cols], cfg["alpha"], cfg["beta"],
+                                             cfg["adaptive_beta"], cfg.get("logit_weighting", True))
+    negative = labels[rows][:, None] != key_labels[cols][None, :]
+    nan = torch.full_like(log_push, float("nan"))
+    return {"q": q, "beta_i": beta_i, "w_pull": w_pull,
+            "w_push": torch.where(negative, log_push.exp(), nan).flatten(),
+            "margin": torch.where(negative, log_push - torch.log(w_pull)[:, None], nan).flatten(),
+            "teacher_wrong": (probs[rows].argmax(1) != labels[rows]).float()}
+
+
+def weight_summary(samples: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+    """Mean, 5th and 95th percentile of each weight over an epoch's samples (the teacher's error: its mean)."""
+    out = {}
+    for key, parts in samples.items():
+        x = torch.cat(parts).float()
+        x = x[~torch.isnan(x)]
+        if not len(x):
+            continue
+        if key == "teacher_wrong":
+            out["w.teacher_wrong"] = float(x.mean())
+            continue
+        lo, hi = torch.quantile(x, torch.tensor([0.05, 0.95], device=x.device)).tolist()
+        out.update({f"w.{key}_mean": float(x.mean()), f"w.{key}_p05": lo, f"w.{key}_p95": hi})
+    return out
 
 
 def _distill(ctx, batch, loss_name):
@@ -143,15 +191,21 @@ def _distill(ctx, batch, loss_name):
     bank_keys = bank_labels = bank_ids = None
     if ctx.bank is not None:
         bank_keys, bank_labels, bank_ids = ctx.bank.sample(cfg["bank_negatives"])
+    weights = {}
     if loss_name == "crd":
         loss = crd_loss(z, t, slots, cfg["temperature"], bank_keys, bank_ids, validate=False)
     else:
         loss = lw_supcrd_loss(z, t, labels, probs, cfg["alpha"], cfg["beta"], cfg["temperature"],
-                              cfg["adaptive_beta"], bank_keys, bank_labels, validate=False)
+                              cfg["adaptive_beta"], bank_keys, bank_labels, validate=False,
+                              alpha_mode=cfg.get("alpha_mode", "weight"),
+                              logit_weighting=cfg.get("logit_weighting", True))
+        key_labels = labels if bank_labels is None else torch.cat([labels, bank_labels])
+        weights = weight_samples(cfg, probs, labels, key_labels)
+    update = None
     if ctx.bank is not None:  # the mean of the two views' keys, for every image of the global batch
         b = len(batch.slots)
-        ctx.extra["bank_update"] = (gather(batch.slots), gather(((t_local[:b] + t_local[b:]) / 2).detach()))
-    return loss, {loss_name: loss}, None, 0
+        update = (gather(batch.slots), gather(((t_local[:b] + t_local[b:]) / 2).detach()))
+    return StepResult(loss, {loss_name: loss}, bank_update=update, weights=weights)
 
 
 STEPS: dict[str, Callable] = {
@@ -162,6 +216,22 @@ STEPS: dict[str, Callable] = {
     "crd": lambda ctx, batch: _distill(ctx, batch, "crd"),
     "lwsupcrd": lambda ctx, batch: _distill(ctx, batch, "lw_supcrd"),
 }
+
+
+@torch.no_grad()
+def teacher_bank_keys(teacher: ModelWrapper, train: Split, info: DatasetInfo, channels_last: bool = False,
+                      batch_size: int = 1024) -> torch.Tensor:
+    """The teacher's keys of every un-augmented training image (eval mode), in slot order."""
+    was_training = teacher.training
+    teacher.eval()
+    keys = []
+    for start in range(0, len(train), batch_size):
+        x = normalize(train.images[start:start + batch_size], info)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        keys.append(teacher.project(teacher.backbone.forward_features(x)).float())
+    teacher.train(was_training)
+    return torch.cat(keys)
 
 
 def trainable_parameters(method: str, model: ModelWrapper, teacher: ModelWrapper | None) -> list[nn.Parameter]:
@@ -223,6 +293,166 @@ def check_frozen(run_name: str, before: dict[str, torch.Tensor], module: nn.Modu
                            + ", ".join(moved[:5]) + (" ..." if len(moved) > 5 else ""))
 
 
+@dataclass
+class Loop:
+    """Everything one training run carries from step to step (and into its resume checkpoint)."""
+
+    name: str
+    cfg: dict
+    model: ModelWrapper
+    teacher: ModelWrapper | None
+    bank: MomentumMemoryBank | None
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    execution: Execution
+    history: list[dict] = field(default_factory=list)
+
+    def state(self, epoch: int) -> dict:
+        state = {"format": RESUME_FORMAT, "config": self.cfg, "epoch": epoch, "model": self.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "rng": rng_state(self.generator), "history": self.history}
+        if self.teacher is not None:
+            state["teacher_projection"] = self.teacher.projection.state_dict()
+        if self.bank is not None:
+            state["bank"] = self.bank.state_dict()
+        return state
+
+    def restore(self, path: Path, device: torch.device) -> int:
+        """Continue from a resume checkpoint written with the same config; returns the epochs done."""
+        try:
+            state = safe_load(path, map_location=device)
+        except CheckpointError as err:
+            print(f"[{self.name}] ignoring resume checkpoint: {err}")
+            return 0
+        if state.get("format") != RESUME_FORMAT or state.get("config") != self.cfg:
+            print(f"[{self.name}] resume checkpoint {path} is for another config; starting afresh")
+            return 0
+        self.model.load_state_dict(state["model"])
+        if self.teacher is not None and "teacher_projection" in state:
+            self.teacher.projection.load_state_dict(state["teacher_projection"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.bank is not None:
+            self.bank.load_state_dict(state["bank"])
+        set_rng_state(state["rng"], self.generator)
+        self.history = list(state["history"])
+        print(f"[{self.name}] resuming after epoch {state['epoch']}/{self.cfg['epochs']} from {path}")
+        return int(state["epoch"])
+
+
+def _check_step(loop: Loop, epoch: int, step: int, result: StepResult, grad_norm: torch.Tensor) -> None:
+    loss = result.loss
+    if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
+        raise NonFiniteError(
+            f"[{loop.name}] non-finite {'loss' if not torch.isfinite(loss) else 'gradient'} at "
+            f"epoch {epoch + 1}, step {step + 1}: "
+            + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in result.parts.items())
+            + f", grad_norm={float(grad_norm):.4g}; the last good checkpoint is kept")
+
+
+def _progress_bar(loop: Loop, epoch: int, steps: int, progress: bool):
+    if not progress or not current().main:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # progress bars are optional
+        return None
+    return tqdm(total=steps, desc=f"{loop.name} {epoch + 1}/{loop.cfg['epochs']}", leave=False, unit="step",
+                disable=bool(os.environ.get("TQDM_DISABLE")))
+
+
+def _next_batch(loop: Loop, train: Split, info: DatasetInfo, idx: torch.Tensor, views: int) -> Batch:
+    """This rank's shard of the global batch `idx`, augmented. The augmentation parameters are
+    drawn for the global batch, so every rank (and a single process) consumes the generator alike."""
+    ddp = current()
+    local = len(idx) // ddp.world_size
+    shard = slice(ddp.rank * local, (ddp.rank + 1) * local)
+    mine = idx[shard]
+    images = train.images[mine]
+    x = torch.cat([crop_flip(images, [p[shard] for p in crop_flip_params(len(idx), loop.generator, idx.device)],
+                             info) for _ in range(views)])
+    if loop.cfg.get("channels_last"):
+        x = x.contiguous(memory_format=torch.channels_last)
+    return Batch(x, train.labels[mine], mine)
+
+
+def _train_epoch(loop: Loop, epoch: int, train: Split, info: DatasetInfo, device: torch.device, step_fn: Callable,
+                 ctx: StepContext, progress: bool) -> dict:
+    """One pass over the split; returns the epoch's log row (loss parts, accuracy, weights, speed)."""
+    cfg, ex = loop.cfg, loop.execution
+    loop.model.train()
+    if cfg["method"] == "projection":
+        loop.model.backbone.eval()
+    if loop.teacher is not None:
+        loop.teacher.backbone.eval()
+    n, batch_size = len(train), cfg["batch_size"]
+    steps = n // batch_size
+    views = 1 if cfg["method"] == "ce" else 2
+    use_amp = cfg.get("amp", device.type == "cuda")  # bf16 autocast; losses and BatchNorm stay float32
+    start = time.perf_counter()
+    perm = torch.randperm(n, generator=loop.generator, device=device)
+    sums: dict[str, torch.Tensor] = {}
+    weights: dict[str, list[torch.Tensor]] = {}
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    bad_step = torch.full((), -1, device=device, dtype=torch.long)
+    bar = _progress_bar(loop, epoch, steps, progress)
+    for step in range(steps):
+        if ex.mark_cudagraph_steps:  # the previous step's graph outputs are no longer read
+            torch.compiler.cudagraph_mark_step_begin()
+        batch = _next_batch(loop, train, info, perm[step * batch_size:(step + 1) * batch_size], views)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            result = step_fn(ctx, batch)
+        loop.optimizer.zero_grad(set_to_none=True)
+        result.loss.backward()
+        average_gradients(loop.params)
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in loop.params if p.grad is not None])
+        if ex.step_checks:
+            _check_step(loop, epoch, step, result, grad_norm)
+        else:
+            finite = torch.isfinite(result.loss) & torch.isfinite(grad_norm)
+            bad_step = torch.where((bad_step < 0) & ~finite, step, bad_step)
+        loop.optimizer.step()
+        if result.bank_update is not None:
+            loop.bank.update(*result.bank_update, validate=ex.step_checks)
+        for k, v in {"loss": result.loss, **result.parts}.items():
+            sums[k] = sums.get(k, 0) + v.detach().float()
+        for k, v in result.weights.items():
+            weights.setdefault(k, []).append(v)
+        if result.correct is not None:
+            correct += result.correct
+            seen += result.seen
+        if bar is not None:
+            bar.update(1)
+            if ex.step_checks and (step % 10 == 0 or step == steps - 1):  # reading the loss syncs the host
+                bar.set_postfix(loss=f"{float(result.loss.detach()):.4f}")
+    if bar is not None:
+        bar.close()
+    if int(bad_step) >= 0:
+        raise NonFiniteError(f"[{loop.name}] non-finite loss or gradient at epoch {epoch + 1}, step "
+                             f"{int(bad_step) + 1}: epoch means "
+                             + ", ".join(f"{k}={float(v) / steps:.4g}" for k, v in sums.items())
+                             + "; the last good checkpoint is kept")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    ddp = current()
+    if ddp.world_size > 1:  # per-rank terms (cross-entropy, accuracy) become global means
+        distributed.broadcast_buffers(loop.model)
+        sums = {k: all_reduce_sum(v) / ddp.world_size for k, v in sums.items()}
+        correct = all_reduce_sum(correct)
+        seen *= ddp.world_size
+    row = {"epoch": epoch + 1, **{k: float(v) / steps for k, v in sums.items()},
+           "lr": loop.optimizer.param_groups[0]["lr"], "epoch_seconds": seconds,
+           "images_per_second": steps * batch_size / seconds}
+    if seen:
+        row["train_acc"] = float(correct) / seen * 100
+    row.update(weight_summary(weights))
+    return row
+
+
 def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: DatasetInfo, device: torch.device,
         teacher: ModelWrapper | None = None, resume_path: str | Path | None = None,
         on_epoch: Callable[[dict], None] | None = None, progress: bool = True,
@@ -249,160 +479,38 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
         raise ValueError(f"batch_size must lie in [2, {n}] (the training set size), got {batch_size}")
     if batch_size % ddp.world_size:
         raise ValueError(f"batch_size {batch_size} must divide evenly over {ddp.world_size} processes")
-    local = batch_size // ddp.world_size
-    shard = slice(ddp.rank * local, (ddp.rank + 1) * local)
 
     generator = torch.Generator(device=device)
     generator.manual_seed(cfg["seed"])
     if cfg.get("bank_negatives") and bank is None:
         bank = MomentumMemoryBank(n, teacher.projection[-1].out_features, train.labels,
                                   momentum=cfg["bank_momentum"], seed=cfg["seed"], device=device)
-    params = trainable_parameters(method, model, teacher)
+        if cfg.get("bank_init", "random") == "teacher":  # a resumed run overwrites this with its saved bank
+            bank.fill(teacher_bank_keys(teacher, train, info, bool(cfg.get("channels_last"))))
     execution = execution or Execution.for_device(device, compile_mode)
+    params = trainable_parameters(method, model, teacher)
     optimizer = build_optimizer(cfg, params, execution.fused_optimizer)
-    scheduler = build_scheduler(cfg, optimizer)
-    history: list[dict] = []
-    start_epoch = 0
-
+    loop = Loop(run_name, cfg, model, teacher, bank, params, optimizer, build_scheduler(cfg, optimizer), generator,
+                execution)
     resume_path = Path(resume_path) if resume_path else None
-    if resume_path is not None and resume_path.exists():
-        try:
-            state = safe_load(resume_path, map_location=device)
-        except CheckpointError as err:
-            print(f"[{run_name}] ignoring resume checkpoint: {err}")
-            state = None
-        if state is not None and state.get("format") == RESUME_FORMAT and state.get("config") == cfg:
-            model.load_state_dict(state["model"])
-            if teacher is not None and "teacher_projection" in state:
-                teacher.projection.load_state_dict(state["teacher_projection"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if bank is not None:
-                bank.load_state_dict(state["bank"])
-            set_rng_state(state["rng"], generator)
-            history, start_epoch = list(state["history"]), int(state["epoch"])
-            print(f"[{run_name}] resuming after epoch {start_epoch}/{cfg['epochs']} from {resume_path}")
-        elif state is not None:
-            print(f"[{run_name}] resume checkpoint {resume_path} is for another config; starting afresh")
-
-    nets = Networks.of(model, teacher, compile_mode)
-    ctx = StepContext(cfg, nets, model, teacher, bank, step_checks=execution.step_checks)
-    step_fn = STEPS[method]
-    use_amp = cfg.get("amp", device.type == "cuda")  # bf16 autocast; losses and BatchNorm stay float32
-    steps_per_epoch = n // batch_size
-    views = 1 if method == "ce" else 2
-
-    def save_resume(epoch: int) -> None:
-        if resume_path is None or not ddp.main:
-            return
-        state = {"format": RESUME_FORMAT, "config": cfg, "epoch": epoch, "model": model.state_dict(),
-                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "rng": rng_state(generator), "history": history}
-        if teacher is not None:
-            state["teacher_projection"] = teacher.projection.state_dict()
-        if bank is not None:
-            state["bank"] = bank.state_dict()
-        atomic_write(resume_path, lambda tmp: torch.save(state, tmp))
-
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # progress bars are optional
-        tqdm = None
-
+    start_epoch = loop.restore(resume_path, device) if resume_path is not None and resume_path.exists() else 0
+    ctx = StepContext(cfg, Networks.of(model, teacher, compile_mode), model, teacher, bank)
     try:
         for epoch in range(start_epoch, cfg["epochs"]):
-            model.train()
-            if method == "projection":
-                model.backbone.eval()
-            if teacher is not None:
-                teacher.backbone.eval()
-            start = time.perf_counter()
-            perm = torch.randperm(n, generator=generator, device=device)
-            sums = {}
-            correct_total = torch.zeros((), device=device, dtype=torch.long)
-            seen_total = 0
-            bad_step = torch.full((), -1, device=device, dtype=torch.long)
-            bar = None
-            if progress and tqdm is not None and ddp.main:
-                bar = tqdm(total=steps_per_epoch, desc=f"{run_name} {epoch + 1}/{cfg['epochs']}", leave=False,
-                           unit="step", disable=bool(os.environ.get("TQDM_DISABLE")))
-            for step in range(steps_per_epoch):
-                if execution.mark_cudagraph_steps:  # the previous step's graph outputs are no longer read
-                    torch.compiler.cudagraph_mark_step_begin()
-                idx = perm[step * batch_size:(step + 1) * batch_size]
-                mine = idx[shard]
-                images = train.images[mine]
-                # augmentation parameters are drawn for the global batch, so every rank (and a
-                # single process) consumes the generator identically; each rank applies its shard
-                x = torch.cat([crop_flip(images, [p[shard] for p in crop_flip_params(batch_size, generator, device)],
-                                         info) for _ in range(views)])
-                if cfg.get("channels_last"):
-                    x = x.contiguous(memory_format=torch.channels_last)
-                batch = Batch(x, train.labels[mine], mine)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    loss, parts, correct, seen = step_fn(ctx, batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                average_gradients(params)
-                grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-                finite = torch.isfinite(loss) & torch.isfinite(grad_norm)
-                if ctx.step_checks:
-                    if not bool(finite):
-                        raise NonFiniteError(
-                            f"[{run_name}] non-finite {'loss' if not torch.isfinite(loss) else 'gradient'} at "
-                            f"epoch {epoch + 1}, step {step + 1}: "
-                            + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in parts.items())
-                            + f", grad_norm={float(grad_norm):.4g}; the last good checkpoint is kept")
-                else:
-                    bad_step = torch.where((bad_step < 0) & ~finite, step, bad_step)
-                optimizer.step()
-                if "bank_update" in ctx.extra:
-                    bank.update(*ctx.extra.pop("bank_update"), validate=ctx.step_checks)
-                for k, v in {"loss": loss, **parts}.items():
-                    sums[k] = sums.get(k, 0) + v.detach().float()
-                if correct is not None:
-                    correct_total += correct
-                    seen_total += seen
-                if bar is not None and (step % 10 == 0 or step == steps_per_epoch - 1):
-                    elapsed = time.perf_counter() - start
-                    shown = {"img_s": f"{(step + 1) * batch_size / elapsed:.0f}"}
-                    if ctx.step_checks:  # reading the loss syncs the host: only where that is free
-                        shown["loss"] = f"{float(loss.detach()):.4f}"
-                    bar.set_postfix(shown)
-                if bar is not None:
-                    bar.update(1)
-            if bar is not None:
-                bar.close()
-            if int(bad_step) >= 0:
-                raise NonFiniteError(f"[{run_name}] non-finite loss or gradient at epoch {epoch + 1}, step "
-                                     f"{int(bad_step) + 1}: epoch means "
-                                     + ", ".join(f"{k}={float(v) / steps_per_epoch:.4g}" for k, v in sums.items())
-                                     + "; the last good checkpoint is kept")
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            seconds = time.perf_counter() - start
-            if ddp.world_size > 1:  # per-rank terms (cross-entropy, accuracy) become global means
-                distributed.broadcast_buffers(model)
-                sums = {k: all_reduce_sum(v) / ddp.world_size for k, v in sums.items()}
-                correct_total = all_reduce_sum(correct_total)
-                seen_total *= ddp.world_size
-            row = {"epoch": epoch + 1, **{k: float(v) / steps_per_epoch for k, v in sums.items()},
-                   "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": seconds,
-                   "images_per_second": steps_per_epoch * batch_size / seconds}
-            if seen_total:
-                row["train_acc"] = float(correct_total) / seen_total * 100
-            scheduler.step()
-            history.append(row)
+            row = _train_epoch(loop, epoch, train, info, device, STEPS[method], ctx, progress)
+            loop.scheduler.step()
+            loop.history.append(row)
             for name, p in model.named_parameters():
                 if not bool(torch.isfinite(p).all()):
                     raise NonFiniteError(f"[{run_name}] parameter {name} became non-finite in epoch {epoch + 1}")
-            save_resume(epoch + 1)
-            if ddp.world_size > 1:
-                distributed.barrier()
+            if resume_path is not None and ddp.main:
+                state = loop.state(epoch + 1)
+                atomic_write(resume_path, lambda tmp: torch.save(state, tmp))
+            distributed.barrier()
             if on_epoch is not None and ddp.main:
                 on_epoch(row)
     except KeyboardInterrupt:
-        done = len(history)
+        done = len(loop.history)
         where = f"epoch {done} is saved in {resume_path}" if resume_path and done else "nothing was saved yet"
         raise TrainingInterrupted(f"[{run_name}] interrupted; {where}. Rerun the same command to resume.") from None
-    return history
+    return loop.history

@@ -42,7 +42,8 @@ def ref_crd(z, t, ids, tau, bank=None, bank_ids=None):
     return total / n
 
 
-def ref_lw(z, t, labels, probs, alpha, beta, tau, adaptive, bank=None, bank_labels=None):
+def ref_lw(z, t, labels, probs, alpha, beta, tau, adaptive, bank=None, bank_labels=None, alpha_mode="weight",
+           weighting=True):
     n = len(z)
     keys = t if bank is None else torch.cat([t, bank])
     key_labels = list(labels) + ([] if bank is None else list(bank_labels))
@@ -50,14 +51,17 @@ def ref_lw(z, t, labels, probs, alpha, beta, tau, adaptive, bank=None, bank_labe
     total = 0.0
     for i in range(n):
         q = max(float(probs[i, labels[i]]), 1e-8)
-        w_pull = alpha * q
+        w_pull = alpha * q if weighting else alpha
         b = beta / (q + 0.5) if adaptive else beta
         pos = [p for p in range(n) if labels[p] == labels[i]]
         neg = [j for j in range(len(keys)) if key_labels[j] != labels[i]]
-        push = sum(b * max(1 - float(probs[i, key_labels[j]]), 1e-8) * math.exp(s[i][j]) for j in neg)
+        push = 0.0
+        for j in neg:
+            w_push = b * max(1 - float(probs[i, key_labels[j]]), 1e-8) if weighting else beta
+            push += w_push * math.exp(s[i][j])
         li = 0.0
         for p in pos:
-            num = w_pull * math.exp(s[i][p])
+            num = w_pull * math.exp(s[i][p]) if alpha_mode == "weight" else math.exp(w_pull * s[i][p])
             li += -math.log(num / (num + push))
         total += li / len(pos)
     return total / n / alpha
@@ -121,7 +125,8 @@ def probs_with_extremes(n, c, labels, gen):
 @pytest.mark.parametrize("adaptive", [True, False])
 @pytest.mark.parametrize("with_bank", [False, True])
 @pytest.mark.parametrize("alpha,beta,tau", [(1.0, 10.0, 0.07), (2.5, 1.0, 0.2), (1.0, 0.0, 0.1)])
-def test_lw_supcrd_matches_reference(case, adaptive, with_bank, alpha, beta, tau):
+@pytest.mark.parametrize("alpha_mode,weighting", [("weight", True), ("logit", True), ("weight", False)])
+def test_lw_supcrd_matches_reference(case, adaptive, with_bank, alpha, beta, tau, alpha_mode, weighting):
     n, labels = CASES[case]
     c = 6
     gen = torch.Generator().manual_seed(3)
@@ -132,9 +137,10 @@ def test_lw_supcrd_matches_reference(case, adaptive, with_bank, alpha, beta, tau
     if with_bank:
         bank = unit(9, 8, gen)
         bank_labels = torch.tensor([0, 1, 2, 3, 4, 5, 2, 2, 0])  # includes the anchors' own classes
-    got = lw_supcrd_loss(z, t, labels, probs, alpha, beta, tau, adaptive, bank, bank_labels)
+    got = lw_supcrd_loss(z, t, labels, probs, alpha, beta, tau, adaptive, bank, bank_labels, alpha_mode=alpha_mode,
+                         logit_weighting=weighting)
     want = ref_lw(z, t, labels.tolist(), probs, alpha, beta, tau, adaptive, bank,
-                  None if bank_labels is None else bank_labels.tolist())
+                  None if bank_labels is None else bank_labels.tolist(), alpha_mode, weighting)
     assert torch.isfinite(got)
     assert got.item() == pytest.approx(want, rel=1e-9, abs=1e-12)
 
@@ -170,8 +176,33 @@ def test_gradcheck_all_losses():
     bank_labels = torch.tensor([0, 1, 2, 1, 0])
     assert torch.autograd.gradcheck(lambda z: supcon_loss(z, labels, 0.3), (z,))
     assert torch.autograd.gradcheck(lambda z, t, b: crd_loss(z, t, ids, 0.3, b, torch.arange(5)), (z, t, bank))
-    assert torch.autograd.gradcheck(
-        lambda z, t, b: lw_supcrd_loss(z, t, labels, probs, 1.5, 4.0, 0.3, True, b, bank_labels), (z, t, bank))
+    for mode in ("weight", "logit"):
+        assert torch.autograd.gradcheck(
+            lambda z, t, b: lw_supcrd_loss(z, t, labels, probs, 1.5, 4.0, 0.3, True, b, bank_labels, alpha_mode=mode),
+            (z, t, bank))
+
+
+def test_alpha_in_the_weight_reading_is_a_margin_and_a_scale():
+    """As written, alpha adds log(alpha) to each positive logit and divides the loss: Adam, which
+    is invariant to the division, sees only the margin. The logit reading changes the logits' scale."""
+    gen = torch.Generator().manual_seed(11)
+    z, t = unit(8, 4, gen), unit(8, 4, gen)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    probs = torch.softmax(torch.randn(8, 4, generator=gen, dtype=torch.float64), 1)
+    one = lw_supcrd_loss(z, t, labels, probs, 1.0, 10.0, 0.1)
+    two = lw_supcrd_loss(z, t, labels, probs, 2.0, 10.0, 0.1)
+    shifted = lw_supcrd_loss(z, t, labels, probs, 1.0, 10.0 / 2.0, 0.1)  # log 2 off the positive == log 2 off every push
+    assert two.item() * 2.0 == pytest.approx(shifted.item(), rel=1e-12)
+    logit_two = lw_supcrd_loss(z, t, labels, probs, 2.0, 10.0, 0.1, alpha_mode="logit")
+    assert abs(logit_two.item() - two.item()) > 1e-3 and one.item() != two.item()
+
+
+def test_unknown_alpha_mode_is_named():
+    gen = torch.Generator().manual_seed(12)
+    z, t = unit(4, 4, gen), unit(4, 4, gen)
+    with pytest.raises(ValueError, match="unknown alpha_mode 'exp'; choose from weight, logit"):
+        lw_supcrd_loss(z, t, torch.tensor([0, 1, 0, 1]), torch.full((4, 2), 0.5, dtype=torch.float64),
+                       alpha_mode="exp")
 
 
 def test_gradients_reach_keys_but_not_teacher_probs():

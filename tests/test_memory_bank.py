@@ -81,3 +81,14 @@ def test_sampling_is_roughly_uniform():
     for _ in range(2000):
         counts[bank.sample(5)[2]] += 1
     assert counts.min() > 400 and counts.max() < 600  # expected 500 each
+
+
+def test_fill_sets_every_slot_normalised():
+    from lwsupcrd.memory_bank import MomentumMemoryBank
+
+    bank = MomentumMemoryBank(6, 3, torch.arange(6) % 2, seed=0)
+    keys = torch.arange(18, dtype=torch.float32).view(6, 3) + 1
+    bank.fill(keys)
+    torch.testing.assert_close(bank.keys, torch.nn.functional.normalize(keys, dim=1))
+    with pytest.raises(ValueError, match=r"keys must have shape \(6, 3\)"):
+        bank.fill(keys[:5])

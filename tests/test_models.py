@@ -55,3 +55,12 @@ def test_load_model_rebuilds_the_network_its_config_describes(tmp_path):
     loaded, ckpt = load_model(tmp_path / "m.pth")
     assert ckpt["config"] == cfg and loaded.projection[-1].out_features == 32
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("head,layers", [("linear", 1), ("mlp", 3)])
+def test_projection_head_forms(head, layers):
+    model = ModelWrapper.from_config({"arch": "resnet8", "num_classes": 10, "proj_head": head})
+    assert len(model.projection) == layers and model.projection[-1].out_features == 64
+    assert torch.allclose(model(torch.randn(2, 3, 32, 32))[1].norm(dim=1), torch.ones(2), atol=1e-5)
+    with pytest.raises(ValueError, match="unknown projection head 'cosine'; choose from linear, mlp"):
+        ModelWrapper("resnet8", 10, proj_head="cosine")

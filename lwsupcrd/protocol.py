@@ -1,0 +1,171 @@
+"""The experiment, stated once: presets, sweep grids and their centre, and every run of the
+protocol with its stage, the teacher it is distilled against and the control it is compared with.
+
+Run names follow the original work: `teacher_<t>_<d>`, `teacher_<t>_<d>_with_projection`,
+`student_<what>_<s>_<d>`; with `--seeds`, each name ends in `_seed<k>`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .data import DATASETS
+
+STAGES = ("teacher", "projection", "baselines", "lwsupcrd", "bank_ablation")
+# the LW-SupCRD run every sweep passes through, and the other runs' defaults
+SWEEP_CENTRE = dict(alpha=1.0, beta=10.0, temperature=0.07)
+ABLATION_SCHEDULE = dict(weight_decay=1e-4, schedule="cosine")  # the original's memory-bank ablation
+
+_PAPER_GRID = dict(alpha_sweep=(1.0, 2.0, 5.0, 10.0), beta_sweep=(1.0, 5.0, 10.0, 12.0), tau_sweep=(0.05, 0.07),
+                   alpha_modes=("weight", "logit"))
+# Each preset is a complete set of defaults; flags and `--set key=value` override single keys.
+PRESETS: dict[str, dict] = {
+    # the original protocol: CIFAR-100, ResNet-50 -> ResNet-18
+    "paper": dict(dataset="cifar100", teacher_arch="resnet50", student_arch="resnet18", train_subset=None,
+                  teacher_epochs=200, teacher_lr=0.1, projection_epochs=10, student_epochs=50, batch_size=128,
+                  student_lr=1e-3, student_weight_decay=0.0, student_schedule="constant", proj_head="linear",
+                  bank_negatives=4096, bank_init_pair=True, probe_epochs=30, bank_ablation=True, seed=42,
+                  seeds=None, **_PAPER_GRID),
+    # CPU-sized: small CIFAR ResNets, a class-balanced subset, few epochs, the main comparison only
+    "quick": dict(dataset="cifar100", teacher_arch="resnet20", student_arch="resnet8", train_subset=12_000,
+                  teacher_epochs=12, teacher_lr=0.1, projection_epochs=2, student_epochs=4, batch_size=128,
+                  student_lr=2e-3, student_weight_decay=0.0, student_schedule="constant", proj_head="linear",
+                  bank_negatives=4096, bank_init_pair=True, probe_epochs=15, bank_ablation=False, seed=0,
+                  seeds=None, alpha_sweep=(1.0, 5.0), beta_sweep=(), tau_sweep=(), alpha_modes=("weight", "logit")),
+    # real images on 2 CPU cores: every comparison the evidence needs, three seeds, students that
+    # clear the raw-pixel floor; every student shares the bank ablation's schedule, so the bank
+    # run's matched control is the main LW-SupCRD run
+    "evidence": dict(dataset="fashion-mnist", teacher_arch="resnet20", student_arch="resnet8", train_subset=10_000,
+                     teacher_epochs=20, teacher_lr=0.1, projection_epochs=2, student_epochs=10, batch_size=128,
+                     student_lr=2e-3, student_weight_decay=1e-4, student_schedule="cosine", proj_head="linear",
+                     bank_negatives=4096, bank_init_pair=False, probe_epochs=15, bank_ablation=False, seed=0,
+                     seeds=(0, 1, 2), alpha_sweep=(1.0,), beta_sweep=(), tau_sweep=(),
+                     alpha_modes=("weight", "logit")),
+    # seconds: every run of the protocol on a tiny budget, for tests
+    "smoke": dict(dataset="cifar100", teacher_arch="resnet8", student_arch="resnet8", train_subset=1000,
+                  teacher_epochs=1, teacher_lr=0.05, projection_epochs=1, student_epochs=1, batch_size=32,
+                  student_lr=1e-3, student_weight_decay=0.0, student_schedule="constant", proj_head="linear",
+                  bank_negatives=64, bank_init_pair=True, probe_epochs=2, bank_ablation=True, seed=0, seeds=None,
+                  **_PAPER_GRID),
+}
+
+
+@dataclass
+class Run:
+    name: str
+    stage: str
+    cfg: dict
+    requires: tuple[str, ...] = ()
+    base: str = ""  # the run's name without its seed suffix
+    teacher: str | None = None  # the projection run whose head and keys it is distilled against
+    control: str | None = None  # the run that differs from it in one thing only (bank rows)
+    centre: bool = False  # an LW-SupCRD run at the sweeps' centre: a headline row
+
+    def __post_init__(self):
+        self.base = self.base or self.name
+
+    @property
+    def bank_ablation(self) -> bool:
+        return self.stage == "bank_ablation"
+
+
+def fmt(x: float) -> str:
+    return repr(float(x))
+
+
+def _lw(student: dict, alpha: float, beta: float, tau: float, alpha_mode: str = "weight", **extra) -> dict:
+    return dict(student, method="lwsupcrd", alpha=alpha, beta=beta, temperature=tau, adaptive_beta=True,
+                alpha_mode=alpha_mode, logit_weighting=True, **extra)
+
+
+def _sweep_grid(settings: dict) -> list[tuple[float, float, float, str]]:
+    """(alpha, beta, tau, alpha_mode) of every LW-SupCRD sweep run, the centre first, no repeats."""
+    c = SWEEP_CENTRE
+    grid = [(c["alpha"], c["beta"], c["temperature"], "weight")]
+    for mode in settings["alpha_modes"]:
+        grid += [(a, c["beta"], c["temperature"], mode) for a in settings["alpha_sweep"]]
+    grid += [(c["alpha"], b, c["temperature"], "weight") for b in settings["beta_sweep"]]
+    grid += [(c["alpha"], c["beta"], tau, "weight") for tau in settings["tau_sweep"]]
+    return list(dict.fromkeys(grid))
+
+
+def build_runs(settings: dict) -> list[Run]:
+    """Every run of the protocol for these settings, each after the runs it needs."""
+    d, t, s = settings["dataset"], settings["teacher_arch"], settings["student_arch"]
+    info = DATASETS[d]
+    common = dict(dataset=d, num_classes=info.num_classes, in_channels=info.channels,
+                  train_subset=settings["train_subset"], batch_size=settings["batch_size"],
+                  seed=settings["seed"], proj_dim=64, proj_head=settings["proj_head"],
+                  probe_epochs=settings["probe_epochs"])
+    teacher_name = f"teacher_{t}_{d}"
+    proj = f"{teacher_name}_with_projection"
+    c = SWEEP_CENTRE
+    runs = [
+        Run(teacher_name, "teacher", dict(common, method="ce", arch=t, epochs=settings["teacher_epochs"],
+                                          optimizer="sgd", lr=settings["teacher_lr"], momentum=0.9,
+                                          weight_decay=5e-4, schedule="cosine")),
+        Run(proj, "projection", dict(common, method="projection", arch=t, epochs=settings["projection_epochs"],
+                                     optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="constant",
+                                     temperature=c["temperature"]), (teacher_name,)),
+    ]
+    student = dict(common, arch=s, epochs=settings["student_epochs"], optimizer="adam", lr=settings["student_lr"],
+                   weight_decay=settings["student_weight_decay"], schedule=settings["student_schedule"])
+
+    def distilled(name, stage, cfg, **kw):
+        return Run(name, stage, cfg, (proj,), teacher=proj, **kw)
+
+    runs += [
+        Run(f"student_undistilled_{s}_{d}", "baselines", dict(student, method="undistilled")),
+        Run(f"student_baseline_supcon_{s}_{d}", "baselines", dict(student, method="supcon",
+                                                                  temperature=c["temperature"])),
+        distilled(f"student_baseline_crd_{s}_{d}", "baselines", dict(student, method="crd",
+                                                                      temperature=c["temperature"])),
+        # class-level contrast against teacher keys with constant weights: what the logit weighting adds to
+        distilled(f"student_supcrd_unweighted_{s}_{d}", "baselines",
+                  dict(_lw(student, 1.0, 1.0, c["temperature"]), adaptive_beta=False, logit_weighting=False)),
+    ]
+    centre_name = ""
+    for a, b, tau, mode in _sweep_grid(settings):
+        name = f"student_alpha_{fmt(a)}_beta_{fmt(b)}_temp_{fmt(tau)}{'_logit' if mode == 'logit' else ''}_{s}_{d}"
+        centre = (a, b, tau) == (c["alpha"], c["beta"], c["temperature"])
+        centre_name = centre_name or name
+        runs.append(distilled(name, "lwsupcrd", _lw(student, a, b, tau, mode), centre=centre))
+
+    k = settings["bank_negatives"]
+    bank = dict(bank_negatives=k, bank_momentum=0.5, bank_init="random")
+    ablation = {**student, **ABLATION_SCHEDULE}
+    shares_schedule = ablation == student
+    lw_nobank = f"student_lwsupcrd_nobank_{s}_{d}"
+    if settings["bank_ablation"]:
+        crd_nobank = f"student_baseline_crd_nobank_{s}_{d}"
+        runs += [
+            distilled(crd_nobank, "bank_ablation", dict(ablation, method="crd", temperature=c["temperature"])),
+            distilled(f"student_baseline_crd_bank{k}_{s}_{d}", "bank_ablation",
+                      dict(ablation, method="crd", temperature=c["temperature"], **bank), control=crd_nobank),
+        ]
+    if settings["bank_ablation"] or not shares_schedule:
+        runs.append(distilled(lw_nobank, "bank_ablation", _lw(ablation, c["alpha"], c["beta"], c["temperature"])))
+    lw_bank = f"student_lwsupcrd_bank{k}_{s}_{d}"
+    runs.append(distilled(lw_bank, "bank_ablation", _lw(ablation, c["alpha"], c["beta"], c["temperature"], **bank),
+                          control=centre_name if shares_schedule and not settings["bank_ablation"] else lw_nobank))
+    if settings["bank_init_pair"]:
+        runs.append(distilled(f"student_lwsupcrd_bank{k}_teacherinit_{s}_{d}", "bank_ablation",
+                              _lw(ablation, c["alpha"], c["beta"], c["temperature"], **dict(bank, bank_init="teacher")),
+                              control=lw_bank))
+    return runs
+
+
+def build_study_runs(settings: dict, seeds: list[int] | None) -> list[Run]:
+    """One chain of runs per seed (names end in `_seed<k>`), or the plain chain without seeds."""
+    if not seeds:
+        return build_runs(settings)
+
+    def seeded(name, seed):
+        return f"{name}_seed{seed}" if name else name
+
+    runs = []
+    for seed in seeds:
+        for r in build_runs({**settings, "seed": seed}):
+            runs.append(Run(seeded(r.name, seed), r.stage, r.cfg, tuple(seeded(d, seed) for d in r.requires),
+                            base=r.name, teacher=seeded(r.teacher, seed), control=seeded(r.control, seed),
+                            centre=r.centre))
+    return runs
