@@ -38,7 +38,7 @@
 
 # %% tags=["parameters"]
 FORCE_RETRAIN = False  # retrain every run even when a matching checkpoint exists
-FORCE_RETRAIN_BANK_ABLATION = False  # retrain only the four memory-bank ablation runs
+FORCE_RETRAIN_BANK_ABLATION = False  # retrain only the memory-bank ablation runs
 PRESET = "paper"  # paper | quick | evidence | smoke
 DATASET = None  # None: the preset's (cifar100); or cifar10, fashion-mnist
 DATA_DIR = "data"  # where the dataset lives (or is downloaded to)
@@ -135,16 +135,18 @@ run_stage("projection")
 # %% [markdown]
 # ## 3. Students
 # Two views per image and a contrastive loss only (the undistilled student: cross-entropy only).
-# For CRD and LW-SupCRD the teacher backbone stays frozen while its projection head keeps
-# training with the student.
+# For CRD, SupCRD and LW-SupCRD the teacher backbone stays frozen while its projection head keeps
+# training with the student. Unweighted SupCRD (alpha = beta = 1, no teacher probabilities) is the
+# control that separates the logit weighting from "contrast against teacher keys".
 
 # %%
 run_stage("baselines")
 
 # %% [markdown]
 # ### LW-SupCRD and its sweeps
-# alpha in {1, 2, 5, 10} (beta 10, tau 0.07), beta in {1, 5, 10, 12} (alpha 1), tau in
-# {0.05, 0.07}; adaptive beta on.
+# Each sweep moves one value away from the centre (alpha 1, beta 10, tau 0.07; adaptive beta on);
+# the alpha sweep runs in both readings of where alpha acts (`weight`: it multiplies the positive's
+# exponential; `logit`: it scales the positive's logit). The grids are the preset's (`--list`).
 
 # %%
 run_stage("lwsupcrd")
@@ -152,7 +154,9 @@ run_stage("lwsupcrd")
 # %% [markdown]
 # ### Memory-bank ablation
 # Weight decay 1e-4 and cosine annealing; a bank of teacher keys with one slot per training
-# image, momentum 0.5, 4,096 negatives per step.
+# image, momentum 0.5, the preset's number of negatives per step. Each bank run is compared with
+# its matched control (the same run without a bank); one more run starts the bank from the
+# teacher's keys instead of random unit vectors.
 
 # %%
 run_stage("bank_ablation")

@@ -93,7 +93,8 @@ def parse_override(preset: str, text: str) -> tuple[str, object]:
         return key, type(default)(raw)
     except ValueError:
         kind = ("true or false" if isinstance(default, bool) else "a comma-separated list" if
-                isinstance(default, tuple) else "an integer or none" if default is None else type(default).__name__)
+                isinstance(default, tuple) else "an integer or none" if default is None else
+                {int: "an integer", float: "a number"}.get(type(default), "a string"))
         raise ValueError(f"--set {key}={raw!r}: {key} takes {kind} (preset {preset}: {default!r})") from None
 
 

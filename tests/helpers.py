@@ -6,7 +6,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_script(*args, env=None, timeout=300, cwd=ROOT):
+def run_script(*args, env=None, timeout=900, cwd=ROOT):
     full_env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, str(ROOT / "desupcon.py"), *map(str, args)], capture_output=True,
                           text=True, env=full_env, timeout=timeout, cwd=cwd)

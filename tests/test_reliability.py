@@ -213,9 +213,9 @@ def test_bank_larger_than_training_set_is_refused(tmp_path):
 @pytest.mark.parametrize("key,value,message", [("temperature", 0.0, "temperature"), ("alpha", 0.0, "alpha"),
                                                ("beta", -1.0, "beta")])
 def test_invalid_hyperparameters_stop_before_training(monkeypatch, tmp_path, key, value, message):
-    from lwsupcrd import study
+    from lwsupcrd import protocol, study
 
-    original = study.build_runs
+    original = protocol.build_runs
 
     def patched(settings):
         runs = original(settings)
@@ -224,6 +224,6 @@ def test_invalid_hyperparameters_stop_before_training(monkeypatch, tmp_path, key
                 r.cfg[key] = value
         return runs
 
-    monkeypatch.setattr(study, "build_runs", patched)
+    monkeypatch.setattr(protocol, "build_runs", patched)
     with pytest.raises(ValueError, match=f"{message}.*got {value}"):
         study.validate(study.StudyConfig(preset="smoke", out_dir=str(tmp_path)))

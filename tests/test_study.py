@@ -7,7 +7,7 @@ import torch
 from helpers import cached_runs, run_script, trained_runs
 from lwsupcrd.checkpoint import load_checkpoint
 from lwsupcrd.models import ModelWrapper
-from lwsupcrd.study import PRESETS, build_runs
+from lwsupcrd.protocol import PRESETS, build_runs
 
 SMOKE_RUNS = [r.name for r in build_runs(dict(PRESETS["smoke"], seed=0))]
 BANK_RUNS = [n for n in SMOKE_RUNS if "nobank" in n or "bank64" in n]
@@ -19,7 +19,7 @@ def smoke_args(smoke, *extra):
 
 def test_smoke_writes_every_checkpoint_log_and_results(smoke):
     out = smoke["out"]
-    assert len(SMOKE_RUNS) == 17 and len(BANK_RUNS) == 4
+    assert len(SMOKE_RUNS) == 23 and len(BANK_RUNS) == 5
     assert sorted(trained_runs(smoke["first"].stdout)) == sorted(SMOKE_RUNS)
     for name in SMOKE_RUNS:
         ckpt = load_checkpoint(out / "pth_models" / f"{name}.pth")
@@ -43,7 +43,7 @@ def test_smoke_writes_every_checkpoint_log_and_results(smoke):
 def test_checkpoint_loads_into_model_wrapper(smoke):
     ckpt = torch.load(smoke["out"] / "pth_models" / "student_baseline_supcon_resnet8_cifar100.pth",
                       weights_only=True)
-    model = ModelWrapper(num_classes=100, arch="resnet8")
+    model = ModelWrapper.from_config(ckpt["config"])  # arch, classes and projection head, as trained
     model.load_state_dict(ckpt["state_dict"])
     features, projections, logits = model.eval()(torch.randn(2, 3, 32, 32))
     assert features.shape == (2, 64) and projections.shape == (2, 64) and logits.shape == (2, 100)
@@ -121,25 +121,89 @@ def test_unwritable_out_dir(tmp_path):
     assert res.returncode == 2 and "not writable" in res.stderr
 
 
-def test_seeds_give_mean_std_and_paired_significance(smoke, tmp_path):
-    res = run_script("--preset", "smoke", "--data-dir", smoke["data"], "--out-dir", tmp_path, "--seeds", "0", "1",
-                     "--only", "student_baseline_supcon_resnet8_cifar100,student_undistilled_resnet8_cifar100")
+@pytest.mark.slow
+def test_seeds_run_the_whole_protocol_with_mean_std_and_paired_significance(smoke, tmp_path):
+    """Every run of the smoke protocol, twice: distilled runs find their seed's teacher, each seed
+    draws its own training subset, and the report gives mean ± std with paired tests."""
+    res = run_script("--preset", "smoke", "--data-dir", smoke["data"], "--out-dir", tmp_path, "--seeds", "0", "1")
     assert res.returncode == 0, res.stderr[-3000:]
-    names = [f"{b}_seed{s}" for s in (0, 1) for b in ("student_baseline_supcon_resnet8_cifar100",
-                                                      "student_undistilled_resnet8_cifar100")]
+    names = [f"{b}_seed{s}" for s in (0, 1) for b in SMOKE_RUNS]
     assert sorted(trained_runs(res.stdout)) == sorted(names)
-    for name in names:
-        assert (tmp_path / "pth_models" / f"{name}.pth").exists()
-        assert (tmp_path / "json_results" / "training_logs" / f"{name}.json").exists()
     results = json.loads((tmp_path / "json_results" / "comprehensive_results_resnet8_cifar100.json").read_text())
+    assert set(results["runs"]) == set(names)
+    crd = results["runs"]["student_baseline_crd_resnet8_cifar100_seed1"]
+    assert crd["teacher"] == "teacher_resnet8_cifar100_with_projection_seed1"
+    assert list(crd["config"]["requires"]) == ["teacher_resnet8_cifar100_with_projection_seed1"]
+    bank = results["runs"]["student_lwsupcrd_bank64_resnet8_cifar100_seed1"]
+    assert bank["control"] == "student_lwsupcrd_nobank_resnet8_cifar100_seed1"
     agg = results["aggregates"]["student_undistilled_resnet8_cifar100"]["probe_test_acc"]
     accs = [results["runs"][f"student_undistilled_resnet8_cifar100_seed{s}"]["metrics"]["probe_test_acc"]
             for s in (0, 1)]
     assert agg["n"] == 2 and agg["mean"] == pytest.approx(sum(accs) / 2)
     assert agg["std"] == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
-    assert results["runs"][names[0]]["config"]["seed"] == 0 and results["runs"][names[2]]["config"]["seed"] == 1
+    assert set(results["floors"]) == {"0", "1"}
     report = (tmp_path / "json_results" / "REPORT.md").read_text()
-    assert "(n=2)" in report and "(p=" in report
+    assert "(n=2)" in report and "(p=" in report and "## Floors" in report
+
+
+def test_each_seed_draws_its_own_training_subset(smoke, tmp_path):
+    from lwsupcrd.study import Study, StudyConfig
+
+    study = Study(StudyConfig(preset="smoke", data_dir=str(smoke["data"]), out_dir=str(tmp_path), device="cpu",
+                              seeds=[0, 1]))
+    study.load_data()
+    a, b = study.split_of(0), study.split_of(1)
+    assert len(a) == len(b) == 500  # the generated split is smaller than the subset: all of it
+    study.settings["train_subset"] = 300
+    study.splits.clear()
+    a, b = study.split_of(0), study.split_of(1)
+    assert len(a) == len(b) == 300 and not torch.equal(a.indices, b.indices)
+    assert torch.equal(torch.bincount(a.labels), torch.bincount(b.labels))  # both class-balanced
+
+
+def test_set_overrides_a_preset_value_type_checked():
+    from lwsupcrd.study import StudyConfig, parse_args, parse_override
+
+    cfg = parse_args(["--preset", "quick", "--set", "bank_negatives=1024", "--set", "alpha_sweep=1,2"], StudyConfig())
+    assert cfg.settings()["bank_negatives"] == 1024 and cfg.settings()["alpha_sweep"] == [1.0, 2.0]
+    assert parse_override("paper", "train_subset=none") == ("train_subset", None)
+    assert parse_override("paper", "bank_ablation=false") == ("bank_ablation", False)
+    with pytest.raises(ValueError, match=r"--set bank_negatives='many': bank_negatives takes an integer"):
+        parse_override("paper", "bank_negatives=many")
+    with pytest.raises(ValueError, match=r"--set 'bank_size=3': expected KEY=VALUE with KEY one of dataset, "):
+        parse_override("paper", "bank_size=3")
+    assert parse_args(["--force-retrain", "--no-force-retrain"], StudyConfig()).force_retrain is False
+
+
+def test_paper_preset_seed_and_evidence_seeds():
+    from lwsupcrd.study import StudyConfig
+
+    assert StudyConfig().settings()["seed"] == 42 and StudyConfig().seed_list() is None
+    assert StudyConfig(preset="evidence").seed_list() == [0, 1, 2]
+    assert StudyConfig(preset="evidence", seed=5).seed_list() is None  # an explicit seed: one chain
+    assert StudyConfig(preset="quick", seeds=[3, 4]).settings()["seeds"] == [3, 4]
+
+
+def test_protocol_roles():
+    quick = {r.base: r for r in build_runs(dict(PRESETS["quick"], seed=0))}
+    bank = quick["student_lwsupcrd_bank4096_resnet8_cifar100"]
+    assert bank.control == "student_lwsupcrd_nobank_resnet8_cifar100"  # same schedule, no bank
+    assert quick[bank.control].cfg == {k: v for k, v in bank.cfg.items()
+                                       if k not in ("bank_negatives", "bank_momentum", "bank_init")}
+    init = quick["student_lwsupcrd_bank4096_teacherinit_resnet8_cifar100"]
+    assert init.control == bank.base and init.cfg == dict(bank.cfg, bank_init="teacher")
+    unweighted = quick["student_supcrd_unweighted_resnet8_cifar100"].cfg
+    assert (unweighted["alpha"], unweighted["beta"], unweighted["adaptive_beta"], unweighted["logit_weighting"]) == \
+        (1.0, 1.0, False, False)
+    modes = {r.cfg["alpha"]: [] for r in quick.values() if r.stage == "lwsupcrd"}
+    for r in quick.values():
+        if r.stage == "lwsupcrd":
+            modes[r.cfg["alpha"]].append(r.cfg["alpha_mode"])
+    assert modes == {1.0: ["weight", "logit"], 5.0: ["weight", "logit"]}
+    evidence = {r.base: r for r in build_runs(dict(PRESETS["evidence"], seed=0))}
+    centre = [r for r in evidence.values() if r.centre and r.cfg["alpha_mode"] == "weight"]
+    assert evidence["student_lwsupcrd_bank4096_resnet8_fashion-mnist"].control == centre[0].base
+    assert all(r.cfg["proj_head"] == "linear" for r in evidence.values())
 
 
 def test_paired_significance_rule():

@@ -1,0 +1,74 @@
+"""The training loop's diagnostics and options: LW-SupCRD's weight statistics per epoch, and a
+memory bank initialised from the teacher's keys."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lwsupcrd.data import DATASETS, Split, normalize
+from lwsupcrd.models import ModelWrapper
+from lwsupcrd.train import fit, teacher_bank_keys
+
+CPU = torch.device("cpu")
+
+
+def tiny(**overrides):
+    info = DATASETS["fashion-mnist"]
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 1, 28, 28), generator=gen, dtype=torch.uint8)
+    train = Split(images, torch.arange(64) % 10, torch.arange(64), [str(i) for i in range(10)])
+    cfg = dict(method="lwsupcrd", arch="resnet8", num_classes=10, in_channels=1, proj_head="linear", epochs=1,
+               batch_size=32, optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="constant", temperature=0.07,
+               seed=0, alpha=1.0, beta=10.0, adaptive_beta=True, alpha_mode="weight", logit_weighting=True)
+    cfg.update(overrides)
+    torch.manual_seed(0)
+    student, teacher = ModelWrapper.from_config(cfg), ModelWrapper.from_config(cfg)
+    teacher.requires_grad_(False)
+    teacher.projection.requires_grad_(True)
+    return cfg, student, teacher, train, info
+
+
+def test_lwsupcrd_epoch_logs_its_weights():
+    cfg, student, teacher, train, info = tiny()
+    row = fit("w", cfg, student, train, info, CPU, teacher=teacher, progress=False)[0]
+    for key in ("q", "beta_i", "w_pull", "w_push", "margin"):
+        assert row[f"w.{key}_p05"] <= row[f"w.{key}_mean"] <= row[f"w.{key}_p95"], key
+    assert 0 < row["w.q_p05"] and row["w.q_p95"] <= 1
+    assert 10 / 1.5 <= row["w.beta_i_p05"] and row["w.beta_i_p95"] <= 10 / 0.5  # beta / (q + 0.5)
+    assert 0 <= row["w.teacher_wrong"] <= 1
+    # the margin is log(w_push / w_pull); with q < 1 and adaptive beta it is positive here
+    assert row["w.margin_mean"] > 0
+
+
+def test_unweighted_supcrd_has_constant_weights():
+    cfg, student, teacher, train, info = tiny(alpha=1.0, beta=1.0, adaptive_beta=False, logit_weighting=False)
+    row = fit("w", cfg, student, train, info, CPU, teacher=teacher, progress=False)[0]
+    assert row["w.w_push_p05"] == row["w.w_push_p95"] == 1.0 and row["w.margin_mean"] == 0.0
+
+
+def test_no_weights_for_other_methods():
+    cfg, student, teacher, train, info = tiny(method="crd")
+    row = fit("w", cfg, student, train, info, CPU, teacher=teacher, progress=False)[0]
+    assert not [k for k in row if k.startswith("w.")]
+
+
+def test_teacher_bank_keys_are_the_teachers_unit_keys_of_clean_images():
+    cfg, _, teacher, train, info = tiny()
+    keys = teacher_bank_keys(teacher, train, info, batch_size=24)  # several batches
+    with torch.no_grad():
+        expected = F.normalize(teacher.eval().projection(teacher.backbone.forward_features(normalize(train.images, info))))
+    torch.testing.assert_close(keys, expected, rtol=1e-5, atol=1e-6)
+    assert teacher.training is False  # eval() above; the helper restores whatever mode it found
+
+
+@pytest.mark.parametrize("init", ["random", "teacher"])
+def test_bank_initialisation_changes_the_first_epoch_only_through_the_bank(init):
+    runs = {}
+    for mode in ("random", init):
+        cfg, student, teacher, train, info = tiny(bank_negatives=32, bank_momentum=0.5, bank_init=mode)
+        runs[mode] = fit("b", cfg, copy.deepcopy(student), train, info, CPU, teacher=teacher, progress=False)[0]
+    if init == "random":
+        assert runs["random"]["loss"] == runs[init]["loss"]
+    else:
+        assert runs["random"]["loss"] != runs["teacher"]["loss"]
