@@ -21,3 +21,13 @@ def smoke(tmp_path_factory):
     first = run_script("--preset", "smoke", "--data-dir", data, "--out-dir", out)
     assert first.returncode == 0, first.stderr[-3000:]
     return {"root": root, "data": data, "out": out, "first": first}
+
+
+# whole-study fixtures train real (tiny) runs: a test that needs one is an end-to-end case
+END_TO_END_FIXTURES = {"smoke", "prepared"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

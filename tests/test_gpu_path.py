@@ -50,6 +50,7 @@ def stop_after_first_epoch(row):
     raise KeyboardInterrupt
 
 
+@pytest.mark.slow  # bf16 autocast on a CPU without bf16 units: a minute
 @pytest.mark.parametrize("method", ["ce", "lwsupcrd_bank"])
 def test_cuda_settings_on_cpu_train_finite_keep_teacher_frozen_and_resume_exactly(method, tmp_path):
     train, info = cifar_shaped()
