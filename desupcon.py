@@ -37,7 +37,7 @@
 # In Jupyter, flags can also be given through the environment variable `LWSUPCRD_ARGS`.
 
 # %% tags=["parameters"]
-FORCE_RETRAIN = False  # retrain every run even when a matching checkpoint exists
+FORCE_RETRAIN = False  # True: retrain every run; or a list of stages / run-name patterns, e.g. ["student_alpha_*"]
 FORCE_RETRAIN_BANK_ABLATION = False  # retrain only the memory-bank ablation runs
 PRESET = "paper"  # paper | quick | evidence | smoke
 DATASET = None  # None: the preset's (cifar100); or cifar10, fashion-mnist
@@ -51,8 +51,10 @@ import os
 import sys
 
 from lwsupcrd.distributed import init_from_env
-from lwsupcrd.study import (Study, StudyConfig, estimate_cpu_hours, in_notebook, parse_args, set_cpu_threads,
-                            validate)
+from lwsupcrd.machine import estimate_cpu_hours, set_cpu_threads
+from lwsupcrd.options import StudyConfig, in_notebook, parse_args, validate
+from lwsupcrd.show import present, show_stage
+from lwsupcrd.study import Study
 from lwsupcrd.data import DataError
 from lwsupcrd.train import NonFiniteError, TrainingInterrupted
 
@@ -123,6 +125,7 @@ def run_stage(stage: str) -> None:
 
 # %%
 run_stage("teacher")
+show_stage(study, "teacher")
 
 # %% [markdown]
 # ## 2. The teacher's projection head
@@ -131,6 +134,7 @@ run_stage("teacher")
 
 # %%
 run_stage("projection")
+show_stage(study, "projection")
 
 # %% [markdown]
 # ## 3. Students
@@ -141,6 +145,7 @@ run_stage("projection")
 
 # %%
 run_stage("baselines")
+show_stage(study, "baselines")
 
 # %% [markdown]
 # ### LW-SupCRD and its sweeps
@@ -150,6 +155,7 @@ run_stage("baselines")
 
 # %%
 run_stage("lwsupcrd")
+show_stage(study, "lwsupcrd")
 
 # %% [markdown]
 # ### Memory-bank ablation
@@ -160,6 +166,7 @@ run_stage("lwsupcrd")
 
 # %%
 run_stage("bank_ablation")
+show_stage(study, "bank_ablation")
 
 # %% [markdown]
 # ## 4. Linear probe
@@ -189,4 +196,5 @@ print(f"results: {study.results_path}")
 # (`python -m lwsupcrd.report <results.json>` rebuilds the report without retraining).
 
 # %%
-print(study.finish())
+report, figures = study.finish()
+present(report, figures)

@@ -17,7 +17,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lwsupcrd.checkpoint import load_checkpoint  # noqa: E402
 from lwsupcrd.models import ModelWrapper  # noqa: E402
-from lwsupcrd.study import Study, StudyConfig  # noqa: E402
+from lwsupcrd.options import StudyConfig  # noqa: E402
+from lwsupcrd.study import Study  # noqa: E402
 from lwsupcrd.train import fit  # noqa: E402
 from lwsupcrd.probe import embed, linear_probe  # noqa: E402
 

@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .analysis import Embeddings
-from .checkpoint import atomic_write
+from .files import atomic_write
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -247,4 +247,25 @@ def geometry_figure(points: list[tuple[str, float, float, bool]], space: str, pa
     ax.set_title(f"alignment vs uniformity ({space}, test split)")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
     _save(fig, path)
+    return path
+
+
+def image_grid(images: list[Path], titles: list[str], title: str, path: Path, dpi: int = 80) -> Path:
+    """Several saved figures tiled into one, at a small resolution (what a notebook embeds)."""
+    import matplotlib.image as mpimg
+
+    pictures = [mpimg.imread(p) for p in images]
+    aspect = pictures[0].shape[1] / pictures[0].shape[0]
+    cols = min(len(pictures), 3 if aspect < 1.5 else 2 if aspect < 3 else 1)
+    rows = math.ceil(len(pictures) / cols)
+    width = 4.5 if cols > 1 else 9
+    fig = Figure(figsize=(width * cols, width / aspect * rows + 0.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols)).flatten()
+    for ax in axes:
+        ax.axis("off")
+    for ax, picture, name in zip(axes, pictures, titles):
+        ax.imshow(picture)
+        ax.set_title(name, fontsize=7)
+    fig.suptitle(title)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
     return path

@@ -20,7 +20,7 @@ import re
 import sys
 from pathlib import Path
 
-from .checkpoint import write_text
+from .files import write_text
 
 SEED_SUFFIX = re.compile(r"_seed\d+$")
 SPACES = {"projection": "proj.", "features": "backbone"}

@@ -1,244 +1,26 @@
-"""The study: the command line over the protocol (`protocol.py`), and the runner that trains a
-run or reuses its cached checkpoint."""
+"""The runner: for each run of the protocol, the cache decision (a checkpoint whose config
+matches), the lock that lets several processes share a study, training, evaluation by linear
+probe, the geometry analysis, and the results file."""
 from __future__ import annotations
 
-import argparse
-import copy
+import fnmatch
 import json
-import os
-import shlex
-import shutil
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from . import distributed
-from .checkpoint import CheckpointError, environment, load_checkpoint, save_checkpoint, weights_sha256, write_json
-from .data import DATASETS, DataError, Split, balanced_subset, dataset_info, load_split, normalize
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, weights_sha256
+from .files import environment, write_json
+from .data import DataError, Split, balanced_subset, dataset_info, load_split, normalize
 from .locks import file_lock
-from .models import MODEL_REGISTRY, ModelWrapper
+from .machine import resolve_device
+from .models import ModelWrapper
+from .options import StudyConfig
 from .probe import embed, linear_probe
-from .protocol import PRESETS, SWEEP_CENTRE, Run, build_study_runs
-from .train import COMPILE_MODES, check_frozen, fit, frozen_snapshot
-
-@dataclass
-class StudyConfig:
-    preset: str = "paper"
-    dataset: str | None = None
-    data_dir: str = "data"
-    out_dir: str = "."
-    device: str = "auto"
-    teacher_arch: str | None = None
-    student_arch: str | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    seed: int | None = None  # None: the preset's
-    seeds: list[int] | None = None  # None: the preset's (if any)
-    overrides: dict = field(default_factory=dict)  # --set KEY=VALUE, already type-checked
-    force_retrain: bool = False
-    force_retrain_bank_ablation: bool = False
-    force_analysis: bool = False
-    sync_bn: bool = False
-    cpu_bf16: bool = False
-    compile: str | None = None
-    only: list[str] | None = None
-    list_runs: bool = False
-    progress: bool = True
-
-    def seed_list(self) -> list[int] | None:
-        """The seeds of a multi-seed study (run names end in `_seed<k>`), or None for one plain chain:
-        --seeds, else one chain for an explicit --seed, else the preset's seeds (if it has any)."""
-        if self.seeds:
-            return list(self.seeds)
-        seeds = PRESETS[self.preset]["seeds"] if self.seed is None else None
-        return list(seeds) if seeds else None
-
-    def settings(self) -> dict:
-        """The preset with the overrides applied: what every run is built from (plain JSON values)."""
-        s = {**PRESETS[self.preset], **self.overrides}
-        for key in ("dataset", "teacher_arch", "student_arch", "batch_size"):
-            if getattr(self, key) is not None:
-                s[key] = getattr(self, key)
-        if self.epochs is not None:
-            s["student_epochs"] = self.epochs
-        seeds = self.seed_list()
-        s["seed"] = seeds[0] if seeds else (self.seed if self.seed is not None else s["seed"])
-        s["preset"] = self.preset
-        s["seeds"] = seeds or [s["seed"]]
-        s["sweep_centre"] = SWEEP_CENTRE
-        return json.loads(json.dumps(s))
-
-
-def parse_override(preset: str, text: str) -> tuple[str, object]:
-    """`KEY=VALUE` against the preset's value of KEY: same type (a list for a sweep, `none` for an
-    optional number); anything else is one ValueError naming the key and what it takes."""
-    key, sep, raw = text.partition("=")
-    defaults = PRESETS[preset]
-    if not sep or key not in defaults or key in ("seed", "seeds"):
-        choices = ", ".join(k for k in defaults if k not in ("seed", "seeds"))
-        raise ValueError(f"--set {text!r}: expected KEY=VALUE with KEY one of {choices}")
-    default = defaults[key]
-    try:
-        if isinstance(default, bool):
-            if raw.lower() not in ("true", "false", "1", "0"):
-                raise ValueError
-            return key, raw.lower() in ("true", "1")
-        if isinstance(default, tuple):
-            return key, tuple(float(x) if key.endswith("sweep") else x for x in raw.split(",") if x)
-        if default is None or isinstance(default, int):
-            return key, None if raw.lower() == "none" and default is None else int(raw)
-        return key, type(default)(raw)
-    except ValueError:
-        kind = ("true or false" if isinstance(default, bool) else "a comma-separated list" if
-                isinstance(default, tuple) else "an integer or none" if default is None else
-                {int: "an integer", float: "a number"}.get(type(default), "a string"))
-        raise ValueError(f"--set {key}={raw!r}: {key} takes {kind} (preset {preset}: {default!r})") from None
-
-
-# ---------------------------------------------------------------- command line
-def in_notebook() -> bool:
-    return "ipykernel" in sys.modules and "IPython" in sys.modules
-
-
-def parse_args(argv: list[str] | None, defaults: StudyConfig) -> StudyConfig:
-    """Parse desupcon.py's flags over `defaults` (the script's parameter block). Inside a Jupyter
-    kernel sys.argv belongs to the kernel: flags then come from $LWSUPCRD_ARGS only."""
-    if argv is None:
-        argv = shlex.split(os.environ.get("LWSUPCRD_ARGS", "")) if in_notebook() else sys.argv[1:]
-    p = argparse.ArgumentParser(prog="desupcon.py", description="Run the LW-SupCRD study.")
-    p.add_argument("--preset", choices=sorted(PRESETS), default=defaults.preset)
-    p.add_argument("--dataset", choices=sorted(DATASETS), default=defaults.dataset)
-    p.add_argument("--data-dir", default=defaults.data_dir)
-    p.add_argument("--out-dir", default=defaults.out_dir, help="root of pth_models/, json_results/, plots/")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=defaults.device)
-    p.add_argument("--teacher-arch", choices=sorted(MODEL_REGISTRY), default=defaults.teacher_arch)
-    p.add_argument("--student-arch", choices=sorted(MODEL_REGISTRY), default=defaults.student_arch)
-    p.add_argument("--epochs", type=int, default=defaults.epochs, help="student epochs")
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--seeds", type=int, nargs="+", default=defaults.seeds,
-                   help="run every selected experiment once per seed; results give mean ± std")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one preset value, e.g. --set bank_negatives=1024 (type-checked; repeatable)")
-    p.add_argument("--force-retrain", action=argparse.BooleanOptionalAction, default=defaults.force_retrain)
-    p.add_argument("--force-retrain-bank-ablation", action=argparse.BooleanOptionalAction,
-                   default=defaults.force_retrain_bank_ablation)
-    p.add_argument("--force-analysis", action="store_true", default=defaults.force_analysis,
-                   help="recompute metrics and figures of cached runs")
-    p.add_argument("--sync-bn", action="store_true", default=defaults.sync_bn,
-                   help="SyncBatchNorm across torchrun processes (CUDA only)")
-    p.add_argument("--cpu-bf16", action="store_true", default=defaults.cpu_bf16,
-                   help="bf16 autocast on the CPU (faster where the CPU has bf16 units; see bench/RESULTS.md)")
-    p.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES, default=defaults.compile,
-                   help="run the networks through torch.compile (default mode if none is named; "
-                        "reduce-overhead adds CUDA graphs on a GPU)")
-    p.add_argument("--only", default=",".join(defaults.only or []) or None, help="NAME[,NAME...]")
-    p.add_argument("--list", dest="list_runs", action="store_true", help="print the runs in order and exit")
-    a = p.parse_args(argv)
-    cfg = copy.copy(defaults)
-    for key, value in vars(a).items():
-        setattr(cfg, key, value)
-    cfg.only = [x.strip() for x in a.only.split(",") if x.strip()] if a.only else None
-    if cfg.seeds and len(set(cfg.seeds)) != len(cfg.seeds):
-        p.error(f"--seeds must be distinct, got {cfg.seeds}")
-    cfg.overrides = dict(defaults.overrides)
-    try:
-        cfg.overrides.update(parse_override(cfg.preset, text) for text in a.overrides)
-    except ValueError as err:
-        p.error(str(err))
-    cfg.progress = not os.environ.get("TQDM_DISABLE")
-    return cfg
-
-
-def validate(cfg: StudyConfig) -> list[Run]:
-    """Check everything that can be checked before any work; raise ValueError with one line."""
-    if cfg.preset not in PRESETS:
-        raise ValueError(f"unknown preset {cfg.preset!r}; choose from {', '.join(PRESETS)}")
-    s = cfg.settings()
-    dataset_info(s["dataset"])
-    for key in ("teacher_arch", "student_arch"):
-        if s[key] not in MODEL_REGISTRY:
-            raise ValueError(f"unknown {key.replace('_', ' ')} {s[key]!r}; choose from {', '.join(sorted(MODEL_REGISTRY))}")
-    if s["batch_size"] < 2:
-        raise ValueError(f"batch size must be >= 2 (contrastive losses need pairs), got {s['batch_size']}")
-    if s["student_epochs"] < 1:
-        raise ValueError(f"epochs must be >= 1, got {s['student_epochs']}")
-    train_size = s["train_subset"] or DATASETS[s["dataset"]].train_size
-    if s["batch_size"] > train_size:
-        raise ValueError(f"batch size {s['batch_size']} exceeds the training set ({train_size} images)")
-    if s["bank_negatives"] > train_size:
-        raise ValueError(f"bank negatives {s['bank_negatives']} exceed the bank size (one slot per training "
-                         f"image: {train_size})")
-    if cfg.sync_bn and not (torch.cuda.is_available() and cfg.device != "cpu"):
-        raise ValueError("--sync-bn needs CUDA (torch's SyncBatchNorm does not run on the CPU)")
-    if cfg.compile and resolve_device(cfg.device).type == "cpu" and cpp_compiler() is None:
-        raise ValueError("--compile on the CPU needs a C++ compiler (g++) on PATH; install one or drop --compile")
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but no CUDA device is available; use --device cpu or auto")
-    runs = build_study_runs(s, cfg.seed_list())
-    for r in runs:
-        c = r.cfg
-        if "temperature" in c and not c["temperature"] > 0:
-            raise ValueError(f"{r.name}: temperature (tau) must be > 0, got {c['temperature']}")
-        if "alpha" in c and not c["alpha"] > 0:
-            raise ValueError(f"{r.name}: alpha must be > 0, got {c['alpha']}")
-        if "beta" in c and not c["beta"] >= 0:
-            raise ValueError(f"{r.name}: beta must be >= 0, got {c['beta']}")
-        if not c["lr"] > 0:
-            raise ValueError(f"{r.name}: learning rate must be > 0, got {c['lr']}")
-    names = [r.name for r in runs] + [r.base for r in runs]
-    for name in cfg.only or []:
-        if name not in names:
-            raise ValueError(f"unknown run {name!r}; --list prints the {len(names)} runs of this preset")
-    out = Path(cfg.out_dir)
-    try:
-        for sub in ("pth_models", "json_results/training_logs", "plots"):
-            (out / sub).mkdir(parents=True, exist_ok=True)
-        probe = out / "json_results" / f".write_test.{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise ValueError(f"out-dir {out} is not writable: {err.strerror or err}") from None
-    return runs
-
-
-# ---------------------------------------------------------------- the runner
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def set_cpu_threads() -> int:
-    """Set and return the threads for torch's CPU kernels: one per usable core, shared among the processes of this
-    machine. torch's default counts the host's physical cores, which oversubscribes a container
-    limited by CPU affinity or a cgroup quota. OMP_NUM_THREADS, when set, wins (torchrun sets it)."""
-    if os.environ.get("OMP_NUM_THREADS"):
-        return torch.get_num_threads()
-    usable = min(torch.get_num_threads(), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                 else os.cpu_count() or 1)
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            usable = min(usable, max(1, -(-int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
-    threads = max(1, usable // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-    torch.set_num_threads(threads)
-    return threads
-
-
-def cpp_compiler() -> str | None:
-    """The C++ compiler torch.compile would use for CPU kernels, or None when there is none."""
-    try:
-        from torch._inductor import config
-        cxx = config.cpp.cxx if isinstance(config.cpp.cxx, (list, tuple)) else (config.cpp.cxx,)
-    except (ImportError, AttributeError):
-        cxx = ("g++",)
-    return next((path for path in (shutil.which(c) for c in cxx if c) if path), None)
+from .protocol import Run, build_study_runs
+from .train import check_frozen, fit, frozen_snapshot
 
 
 def config_diff(old: dict, new: dict) -> list[str]:
@@ -346,7 +128,13 @@ class Study:
         return cfg
 
     def forced(self, run: Run) -> bool:
-        return self.cfg.force_retrain or (self.cfg.force_retrain_bank_ablation and run.bank_ablation)
+        """FORCE_RETRAIN: True for every run, or a list of stages and run-name patterns (matched
+        against the name with and without its seed suffix); FORCE_RETRAIN_BANK_ABLATION: the bank stage."""
+        what = self.cfg.force_retrain
+        if what is True or (self.cfg.force_retrain_bank_ablation and run.bank_ablation):
+            return True
+        return any(p == run.stage or fnmatch.fnmatch(run.name, p) or fnmatch.fnmatch(run.base, p)
+                   for p in (what or []))
 
     def run_all(self, names: list[str]) -> None:
         """Run these in order, but skip past a run another process holds and come back to it, so
@@ -567,28 +355,14 @@ class Study:
         metrics["seconds"] = time.perf_counter() - start
         entry["analysis"] = metrics
 
-    def finish(self) -> str:
-        """Study-level figures and the report, from the results file alone."""
+    def finish(self) -> tuple[str, list[Path]]:
+        """Study-level figures and the report, from the results file alone: `(report text, figures)`."""
         from .report import study_figures, write_report
 
         if not distributed.current().main:
-            return ""
+            return "", []
         self.save_results()
-        study_figures(self.results, self.plots_dir)
-        return write_report(self.results_path).read_text()
+        figures = study_figures(self.results, self.plots_dir)
+        return write_report(self.results_path).read_text(), figures
 
 
-def estimate_cpu_hours(study: Study) -> float:
-    """Time one training step of the teacher and of a distilled student here, and extrapolate."""
-    s = study.settings
-    steps = len(study.train) // s["batch_size"]
-    x = torch.randn(8, study.info.channels, study.info.size, study.info.size)
-    seconds = 0.0
-    for arch, epochs, views in ((s["teacher_arch"], s["teacher_epochs"], 1), (s["student_arch"], s["student_epochs"], 3)):
-        model = ModelWrapper(arch, study.info.num_classes, in_channels=study.info.channels)
-        start = time.perf_counter()
-        model(x)[2].sum().backward()
-        per_image = (time.perf_counter() - start) / len(x)
-        n_runs = 1 if views == 1 else sum(r.stage not in ("teacher", "projection") for r in study.runs.values())
-        seconds += per_image * views * s["batch_size"] * steps * epochs * n_runs
-    return seconds / 3600

@@ -48,7 +48,11 @@ def test_notebook_runs_headless_in_smoke_preset(smoke, tmp_path, monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")
     monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
-    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    outputs = "".join(o.get("text", "") + o.get("data", {}).get("text/markdown", "")
+                      for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    assert len(images) >= 10  # every stage shows its figures inline
     assert "== student_lwsupcrd_bank64_resnet8_cifar100: training (forced)" in outputs
     assert "== student_baseline_supcon_resnet8_cifar100: cached" in outputs
     assert "## Main results" in outputs

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from helpers import ROOT, run_script, trained_runs, wait_for_file
-from lwsupcrd.checkpoint import CheckpointError, atomic_write, load_checkpoint, safe_load, save_checkpoint
+from lwsupcrd.checkpoint import CheckpointError, load_checkpoint, safe_load, save_checkpoint
+from lwsupcrd.files import atomic_write
 from lwsupcrd.data import DATASETS, load_split, write_cifar_like
 from lwsupcrd.models import ModelWrapper
 from lwsupcrd.train import NonFiniteError, check_frozen, fit, frozen_snapshot
@@ -213,7 +214,7 @@ def test_bank_larger_than_training_set_is_refused(tmp_path):
 @pytest.mark.parametrize("key,value,message", [("temperature", 0.0, "temperature"), ("alpha", 0.0, "alpha"),
                                                ("beta", -1.0, "beta")])
 def test_invalid_hyperparameters_stop_before_training(monkeypatch, tmp_path, key, value, message):
-    from lwsupcrd import protocol, study
+    from lwsupcrd import options, protocol
 
     original = protocol.build_runs
 
@@ -226,4 +227,4 @@ def test_invalid_hyperparameters_stop_before_training(monkeypatch, tmp_path, key
 
     monkeypatch.setattr(protocol, "build_runs", patched)
     with pytest.raises(ValueError, match=f"{message}.*got {value}"):
-        study.validate(study.StudyConfig(preset="smoke", out_dir=str(tmp_path)))
+        options.validate(options.StudyConfig(preset="smoke", out_dir=str(tmp_path)))

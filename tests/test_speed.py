@@ -7,8 +7,10 @@ import torch
 
 from lwsupcrd.data import DATASETS, Split
 from lwsupcrd.models import ModelWrapper
-from lwsupcrd.study import StudyConfig, parse_args, set_cpu_threads
-from lwsupcrd.train import COMPILE_MODES, Networks, check_frozen, fit, frozen_snapshot
+from lwsupcrd.machine import set_cpu_threads
+from lwsupcrd.options import StudyConfig, parse_args
+from lwsupcrd.steps import COMPILE_MODES, Networks
+from lwsupcrd.train import check_frozen, fit, frozen_snapshot
 
 
 def tiny_distillation():

@@ -147,7 +147,8 @@ def test_seeds_run_the_whole_protocol_with_mean_std_and_paired_significance(smok
 
 
 def test_each_seed_draws_its_own_training_subset(smoke, tmp_path):
-    from lwsupcrd.study import Study, StudyConfig
+    from lwsupcrd.options import StudyConfig
+    from lwsupcrd.study import Study
 
     study = Study(StudyConfig(preset="smoke", data_dir=str(smoke["data"]), out_dir=str(tmp_path), device="cpu",
                               seeds=[0, 1]))
@@ -162,7 +163,7 @@ def test_each_seed_draws_its_own_training_subset(smoke, tmp_path):
 
 
 def test_set_overrides_a_preset_value_type_checked():
-    from lwsupcrd.study import StudyConfig, parse_args, parse_override
+    from lwsupcrd.options import StudyConfig, parse_args, parse_override
 
     cfg = parse_args(["--preset", "quick", "--set", "bank_negatives=1024", "--set", "alpha_sweep=1,2"], StudyConfig())
     assert cfg.settings()["bank_negatives"] == 1024 and cfg.settings()["alpha_sweep"] == [1.0, 2.0]
@@ -172,11 +173,10 @@ def test_set_overrides_a_preset_value_type_checked():
         parse_override("paper", "bank_negatives=many")
     with pytest.raises(ValueError, match=r"--set 'bank_size=3': expected KEY=VALUE with KEY one of dataset, "):
         parse_override("paper", "bank_size=3")
-    assert parse_args(["--force-retrain", "--no-force-retrain"], StudyConfig()).force_retrain is False
 
 
 def test_paper_preset_seed_and_evidence_seeds():
-    from lwsupcrd.study import StudyConfig
+    from lwsupcrd.options import StudyConfig
 
     assert StudyConfig().settings()["seed"] == 42 and StudyConfig().seed_list() is None
     assert StudyConfig(preset="evidence").seed_list() == [0, 1, 2]
@@ -242,3 +242,28 @@ def test_two_processes_share_one_study(smoke, tmp_path):
     assert set(results["runs"]) == set(wanted)
     for name in wanted:
         load_checkpoint(tmp_path / "pth_models" / f"{name}.pth")
+
+
+def test_force_retrain_names_stages_and_run_patterns(tmp_path):
+    from lwsupcrd.options import StudyConfig, parse_args, validate
+    from lwsupcrd.study import Study
+
+    args = ["--preset", "smoke", "--out-dir", str(tmp_path)]
+    cfg = parse_args(args + ["--force-retrain", "bank_ablation,student_alpha_*_logit_*"], StudyConfig())
+    validate(cfg)
+    study = Study(cfg)
+    forced = sorted(n for n, r in study.runs.items() if study.forced(r))
+    logit = [n for n in SMOKE_RUNS if "_logit_" in n]
+    assert forced == sorted(BANK_RUNS + logit) and len(logit) == 4
+    assert parse_args(args + ["--force-retrain"], StudyConfig()).force_retrain is True
+    assert parse_args(args + ["--force-retrain", "--no-force-retrain"], StudyConfig()).force_retrain is False
+    with pytest.raises(ValueError, match="--force-retrain 'student_nope' names no stage"):
+        validate(parse_args(args + ["--force-retrain", "student_nope"], StudyConfig()))
+
+
+def test_stage_description_uses_the_configured_values():
+    from lwsupcrd.show import describe
+
+    runs = [r for r in build_runs(dict(PRESETS["quick"], seed=0)) if r.stage == "lwsupcrd"]
+    text = describe(runs)
+    assert "resnet8, 4 epochs, adam lr 0.002" in text and "(5, 10, 0.07, logit)" in text

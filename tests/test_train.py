@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from lwsupcrd.data import DATASETS, Split, normalize
 from lwsupcrd.models import ModelWrapper
-from lwsupcrd.train import fit, teacher_bank_keys
+from lwsupcrd.steps import teacher_bank_keys
+from lwsupcrd.train import fit
 
 CPU = torch.device("cpu")
 

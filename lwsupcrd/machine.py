@@ -1,0 +1,64 @@
+"""The machine a study runs on: the device, the CPU threads, the C++ compiler torch.compile needs
+on a CPU, and an estimate of what the paper study would cost here."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from .models import ModelWrapper
+
+
+# ---------------------------------------------------------------- the runner
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def set_cpu_threads() -> int:
+    """Set and return the threads for torch's CPU kernels: one per usable core, shared among the processes of this
+    machine. torch's default counts the host's physical cores, which oversubscribes a container
+    limited by CPU affinity or a cgroup quota. OMP_NUM_THREADS, when set, wins (torchrun sets it)."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    usable = min(torch.get_num_threads(), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                 else os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            usable = min(usable, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    threads = max(1, usable // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def cpp_compiler() -> str | None:
+    """The C++ compiler torch.compile would use for CPU kernels, or None when there is none."""
+    try:
+        from torch._inductor import config
+        cxx = config.cpp.cxx if isinstance(config.cpp.cxx, (list, tuple)) else (config.cpp.cxx,)
+    except (ImportError, AttributeError):
+        cxx = ("g++",)
+    return next((path for path in (shutil.which(c) for c in cxx if c) if path), None)
+
+
+def estimate_cpu_hours(study) -> float:
+    """Time one training step of the teacher and of a distilled student here, and extrapolate."""
+    s = study.settings
+    steps = len(study.train) // s["batch_size"]
+    x = torch.randn(8, study.info.channels, study.info.size, study.info.size)
+    seconds = 0.0
+    for arch, epochs, views in ((s["teacher_arch"], s["teacher_epochs"], 1), (s["student_arch"], s["student_epochs"], 3)):
+        model = ModelWrapper(arch, study.info.num_classes, in_channels=study.info.channels)
+        start = time.perf_counter()
+        model(x)[2].sum().backward()
+        per_image = (time.perf_counter() - start) / len(x)
+        n_runs = 1 if views == 1 else sum(r.stage not in ("teacher", "projection") for r in study.runs.values())
+        seconds += per_image * views * s["batch_size"] * steps * epochs * n_runs
+    return seconds / 3600

@@ -1,0 +1,213 @@
+"""The study's options, declared once: the preset (`protocol.PRESETS`) with overrides from the
+command line, `--set KEY=VALUE`, or the notebook's parameters cell; parsed, type-checked and
+validated before any work, each bad value named in one line."""
+from __future__ import annotations
+
+import argparse
+import copy
+import fnmatch
+import json
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .data import DATASETS, dataset_info
+from .machine import cpp_compiler, resolve_device
+from .models import MODEL_REGISTRY
+from .protocol import PRESETS, STAGES, SWEEP_CENTRE, Run, build_study_runs
+from .steps import COMPILE_MODES
+
+
+@dataclass
+class StudyConfig:
+    preset: str = "paper"
+    dataset: str | None = None
+    data_dir: str = "data"
+    out_dir: str = "."
+    device: str = "auto"
+    teacher_arch: str | None = None
+    student_arch: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    seed: int | None = None  # None: the preset's
+    seeds: list[int] | None = None  # None: the preset's (if any)
+    overrides: dict = field(default_factory=dict)  # --set KEY=VALUE, already type-checked
+    force_retrain: bool | list[str] = False  # True: every run; or stages and run-name patterns (fnmatch)
+    force_retrain_bank_ablation: bool = False
+    force_analysis: bool = False
+    sync_bn: bool = False
+    cpu_bf16: bool = False
+    compile: str | None = None
+    only: list[str] | None = None
+    list_runs: bool = False
+    progress: bool = True
+
+    def seed_list(self) -> list[int] | None:
+        """The seeds of a multi-seed study (run names end in `_seed<k>`), or None for one plain chain:
+        --seeds, else one chain for an explicit --seed, else the preset's seeds (if it has any)."""
+        if self.seeds:
+            return list(self.seeds)
+        seeds = PRESETS[self.preset]["seeds"] if self.seed is None else None
+        return list(seeds) if seeds else None
+
+    def settings(self) -> dict:
+        """The preset with the overrides applied: what every run is built from (plain JSON values)."""
+        s = {**PRESETS[self.preset], **self.overrides}
+        for key in ("dataset", "teacher_arch", "student_arch", "batch_size"):
+            if getattr(self, key) is not None:
+                s[key] = getattr(self, key)
+        if self.epochs is not None:
+            s["student_epochs"] = self.epochs
+        seeds = self.seed_list()
+        s["seed"] = seeds[0] if seeds else (self.seed if self.seed is not None else s["seed"])
+        s["preset"] = self.preset
+        s["seeds"] = seeds or [s["seed"]]
+        s["sweep_centre"] = SWEEP_CENTRE
+        return json.loads(json.dumps(s))
+
+
+def parse_override(preset: str, text: str) -> tuple[str, object]:
+    """`KEY=VALUE` against the preset's value of KEY: same type (a list for a sweep, `none` for an
+    optional number); anything else is one ValueError naming the key and what it takes."""
+    key, sep, raw = text.partition("=")
+    defaults = PRESETS[preset]
+    if not sep or key not in defaults or key in ("seed", "seeds"):
+        choices = ", ".join(k for k in defaults if k not in ("seed", "seeds"))
+        raise ValueError(f"--set {text!r}: expected KEY=VALUE with KEY one of {choices}")
+    default = defaults[key]
+    try:
+        if isinstance(default, bool):
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return key, raw.lower() in ("true", "1")
+        if isinstance(default, tuple):
+            return key, tuple(float(x) if key.endswith("sweep") else x for x in raw.split(",") if x)
+        if default is None or isinstance(default, int):
+            return key, None if raw.lower() == "none" and default is None else int(raw)
+        return key, type(default)(raw)
+    except ValueError:
+        kind = ("true or false" if isinstance(default, bool) else "a comma-separated list" if
+                isinstance(default, tuple) else "an integer or none" if default is None else
+                {int: "an integer", float: "a number"}.get(type(default), "a string"))
+        raise ValueError(f"--set {key}={raw!r}: {key} takes {kind} (preset {preset}: {default!r})") from None
+
+
+# ---------------------------------------------------------------- command line
+def in_notebook() -> bool:
+    return "ipykernel" in sys.modules and "IPython" in sys.modules
+
+
+def parse_args(argv: list[str] | None, defaults: StudyConfig) -> StudyConfig:
+    """Parse desupcon.py's flags over `defaults` (the script's parameter block). Inside a Jupyter
+    kernel sys.argv belongs to the kernel: flags then come from $LWSUPCRD_ARGS only."""
+    if argv is None:
+        argv = shlex.split(os.environ.get("LWSUPCRD_ARGS", "")) if in_notebook() else sys.argv[1:]
+    p = argparse.ArgumentParser(prog="desupcon.py", description="Run the LW-SupCRD study.")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=defaults.preset)
+    p.add_argument("--dataset", choices=sorted(DATASETS), default=defaults.dataset)
+    p.add_argument("--data-dir", default=defaults.data_dir)
+    p.add_argument("--out-dir", default=defaults.out_dir, help="root of pth_models/, json_results/, plots/")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=defaults.device)
+    p.add_argument("--teacher-arch", choices=sorted(MODEL_REGISTRY), default=defaults.teacher_arch)
+    p.add_argument("--student-arch", choices=sorted(MODEL_REGISTRY), default=defaults.student_arch)
+    p.add_argument("--epochs", type=int, default=defaults.epochs, help="student epochs")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--seeds", type=int, nargs="+", default=defaults.seeds,
+                   help="run every selected experiment once per seed; results give mean ± std")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one preset value, e.g. --set bank_negatives=1024 (type-checked; repeatable)")
+    p.add_argument("--force-retrain", nargs="?", const=True, default=defaults.force_retrain, metavar="WHAT",
+                   help="retrain even when a matching checkpoint exists: every run, or WHAT = stages and run-name "
+                        "patterns, comma-separated (e.g. bank_ablation,student_alpha_*)")
+    p.add_argument("--no-force-retrain", dest="force_retrain", action="store_false")
+    p.add_argument("--force-retrain-bank-ablation", action=argparse.BooleanOptionalAction,
+                   default=defaults.force_retrain_bank_ablation)
+    p.add_argument("--force-analysis", action="store_true", default=defaults.force_analysis,
+                   help="recompute metrics and figures of cached runs")
+    p.add_argument("--sync-bn", action="store_true", default=defaults.sync_bn,
+                   help="SyncBatchNorm across torchrun processes (CUDA only)")
+    p.add_argument("--cpu-bf16", action="store_true", default=defaults.cpu_bf16,
+                   help="bf16 autocast on the CPU (faster where the CPU has bf16 units; see bench/RESULTS.md)")
+    p.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES, default=defaults.compile,
+                   help="run the networks through torch.compile (default mode if none is named; "
+                        "reduce-overhead adds CUDA graphs on a GPU)")
+    p.add_argument("--only", default=",".join(defaults.only or []) or None, help="NAME[,NAME...]")
+    p.add_argument("--list", dest="list_runs", action="store_true", help="print the runs in order and exit")
+    a = p.parse_args(argv)
+    cfg = copy.copy(defaults)
+    for key, value in vars(a).items():
+        setattr(cfg, key, value)
+    cfg.only = [x.strip() for x in a.only.split(",") if x.strip()] if a.only else None
+    if cfg.seeds and len(set(cfg.seeds)) != len(cfg.seeds):
+        p.error(f"--seeds must be distinct, got {cfg.seeds}")
+    if isinstance(cfg.force_retrain, str):
+        cfg.force_retrain = [x.strip() for x in cfg.force_retrain.split(",") if x.strip()]
+    cfg.overrides = dict(defaults.overrides)
+    try:
+        cfg.overrides.update(parse_override(cfg.preset, text) for text in a.overrides)
+    except ValueError as err:
+        p.error(str(err))
+    cfg.progress = not os.environ.get("TQDM_DISABLE")
+    return cfg
+
+
+def validate(cfg: StudyConfig) -> list[Run]:
+    """Check everything that can be checked before any work; raise ValueError with one line."""
+    if cfg.preset not in PRESETS:
+        raise ValueError(f"unknown preset {cfg.preset!r}; choose from {', '.join(PRESETS)}")
+    s = cfg.settings()
+    dataset_info(s["dataset"])
+    for key in ("teacher_arch", "student_arch"):
+        if s[key] not in MODEL_REGISTRY:
+            raise ValueError(f"unknown {key.replace('_', ' ')} {s[key]!r}; choose from {', '.join(sorted(MODEL_REGISTRY))}")
+    if s["batch_size"] < 2:
+        raise ValueError(f"batch size must be >= 2 (contrastive losses need pairs), got {s['batch_size']}")
+    if s["student_epochs"] < 1:
+        raise ValueError(f"epochs must be >= 1, got {s['student_epochs']}")
+    train_size = s["train_subset"] or DATASETS[s["dataset"]].train_size
+    if s["batch_size"] > train_size:
+        raise ValueError(f"batch size {s['batch_size']} exceeds the training set ({train_size} images)")
+    if s["bank_negatives"] > train_size:
+        raise ValueError(f"bank negatives {s['bank_negatives']} exceed the bank size (one slot per training "
+                         f"image: {train_size})")
+    if cfg.sync_bn and not (torch.cuda.is_available() and cfg.device != "cpu"):
+        raise ValueError("--sync-bn needs CUDA (torch's SyncBatchNorm does not run on the CPU)")
+    if cfg.compile and resolve_device(cfg.device).type == "cpu" and cpp_compiler() is None:
+        raise ValueError("--compile on the CPU needs a C++ compiler (g++) on PATH; install one or drop --compile")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but no CUDA device is available; use --device cpu or auto")
+    runs = build_study_runs(s, cfg.seed_list())
+    for r in runs:
+        c = r.cfg
+        if "temperature" in c and not c["temperature"] > 0:
+            raise ValueError(f"{r.name}: temperature (tau) must be > 0, got {c['temperature']}")
+        if "alpha" in c and not c["alpha"] > 0:
+            raise ValueError(f"{r.name}: alpha must be > 0, got {c['alpha']}")
+        if "beta" in c and not c["beta"] >= 0:
+            raise ValueError(f"{r.name}: beta must be >= 0, got {c['beta']}")
+        if not c["lr"] > 0:
+            raise ValueError(f"{r.name}: learning rate must be > 0, got {c['lr']}")
+    names = [r.name for r in runs] + [r.base for r in runs]
+    for name in cfg.only or []:
+        if name not in names:
+            raise ValueError(f"unknown run {name!r}; --list prints the {len(names)} runs of this preset")
+    if isinstance(cfg.force_retrain, (list, tuple)):
+        for pattern in cfg.force_retrain:
+            if pattern not in STAGES and not fnmatch.filter(names, pattern):
+                raise ValueError(f"--force-retrain {pattern!r} names no stage ({', '.join(STAGES)}) and matches no "
+                                 f"run of this preset (--list)")
+    out = Path(cfg.out_dir)
+    try:
+        for sub in ("pth_models", "json_results/training_logs", "plots"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+        probe = out / "json_results" / f".write_test.{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"out-dir {out} is not writable: {err.strerror or err}") from None
+    return runs

@@ -1,0 +1,195 @@
+"""One training step per method, as a pure-ish function of a `StepContext` and a `Batch` that
+returns a `StepResult`: the loss to back-propagate, its named parts (the columns of the training
+log), accuracy counts, what the memory bank should store, and LW-SupCRD's weight samples."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .data import DatasetInfo, Split, normalize
+from .distributed import gather, gather_with_grad
+from .losses import crd_loss, lw_supcrd_loss, lw_weights, supcon_loss
+from .memory_bank import MomentumMemoryBank
+from .models import ModelWrapper
+
+# torch.compile modes; "reduce-overhead" adds CUDA graphs on a GPU
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+@dataclass
+class Batch:
+    """This rank's shard of a global batch, its views already augmented on the device."""
+
+    x: torch.Tensor  # (views * b, C, H, W) normalised: all first views, then all second views
+    labels: torch.Tensor  # (b,)
+    slots: torch.Tensor  # (b,) position in the training set: instance id and memory-bank slot
+
+
+@dataclass
+class Networks:
+    """The network calls the steps make, each compiled by torch.compile when asked for."""
+
+    forward: Callable  # x -> (features, projections, logits) of the trained model
+    logits: Callable  # x -> logits
+    features: Callable  # x -> backbone features
+    teacher_features: Callable | None
+
+    @classmethod
+    def of(cls, model: ModelWrapper, teacher: ModelWrapper | None, compile_mode: str | None) -> "Networks":
+        calls = (model, model.backbone, model.backbone.forward_features,
+                 teacher.backbone.forward_features if teacher is not None else None)
+        if compile_mode is not None:
+            if compile_mode not in COMPILE_MODES:
+                raise ValueError(f"unknown compile mode {compile_mode!r}; choose from {', '.join(COMPILE_MODES)}")
+            # compiled lazily at first call, each call its own graph: a step compiles only what it uses
+            calls = tuple(torch.compile(f, mode=compile_mode) if f is not None else None for f in calls)
+        return cls(*calls)
+
+
+@dataclass
+class StepContext:
+    cfg: dict
+    nets: Networks
+    model: ModelWrapper
+    teacher: ModelWrapper | None
+    bank: MomentumMemoryBank | None
+
+
+@dataclass
+class StepResult:
+    """What one training step produced: the loss to back-propagate, its named parts (the columns of
+    the training log), accuracy counts, what the memory bank should store, and weight samples."""
+
+    loss: torch.Tensor
+    parts: dict[str, torch.Tensor]
+    correct: torch.Tensor | None = None
+    seen: int = 0
+    bank_update: tuple[torch.Tensor, torch.Tensor] | None = None  # (slots, keys) of the global batch
+    weights: dict[str, torch.Tensor] = field(default_factory=dict)  # LW-SupCRD weight samples (see WEIGHT_STATS)
+
+
+def step_ce(ctx, batch):
+    logits = ctx.nets.logits(batch.x)
+    loss = F.cross_entropy(logits.float(), batch.labels)
+    return StepResult(loss, {"ce": loss}, (logits.argmax(1) == batch.labels).sum(), len(batch.labels))
+
+
+def step_undistilled(ctx, batch):
+    labels = batch.labels.repeat(2)
+    logits = ctx.nets.logits(batch.x)
+    loss = F.cross_entropy(logits.float(), labels)
+    return StepResult(loss, {"ce": loss}, (logits.argmax(1) == labels).sum(), len(labels))
+
+
+def step_projection(ctx, batch):
+    with torch.inference_mode():
+        features = ctx.nets.features(batch.x)
+    z = gather_with_grad(ctx.model.project(features.clone()))
+    loss = supcon_loss(z, gather(batch.labels.repeat(2)), ctx.cfg["temperature"], validate=False)
+    return StepResult(loss, {"supcon": loss})
+
+
+def step_supcon(ctx, batch):
+    _, z, _ = ctx.nets.forward(batch.x)
+    loss = supcon_loss(gather_with_grad(z), gather(batch.labels.repeat(2)), ctx.cfg["temperature"], validate=False)
+    return StepResult(loss, {"supcon": loss})
+
+
+def _teacher_keys(ctx, x):
+    with torch.inference_mode():
+        features = ctx.nets.teacher_features(x)
+        probs = torch.softmax(ctx.teacher.classifier(features).float(), dim=1)
+    t = ctx.teacher.project(features.clone())  # the teacher's head keeps training
+    return t, probs.clone()
+
+
+# sampled per step: at most this many anchors, and this many keys per anchor, evenly spaced
+WEIGHT_SAMPLE = 64
+
+
+@torch.no_grad()
+def weight_samples(cfg: dict, probs: torch.Tensor, labels: torch.Tensor, key_labels: torch.Tensor) -> dict:
+    """LW-SupCRD's weights this step, for the per-epoch diagnostics: q_i, beta_i, w_pull_i for an
+    evenly spaced sample of anchors, and w_push and the margin log(w_push / w_pull) over a grid of
+    anchor-key pairs (NaN where the key is not a negative). No host synchronisation."""
+    rows = torch.arange(0, len(labels), max(1, len(labels) // WEIGHT_SAMPLE), device=labels.device)
+    cols = torch.arange(0, len(key_labels), max(1, len(key_labels) // WEIGHT_SAMPLE), device=labels.device)
+    q, w_pull, beta_i, log_push = lw_weights(probs[rows], labels[rows], key_labels[cols], cfg["alpha"], cfg["beta"],
+                                             cfg["adaptive_beta"], cfg.get("logit_weighting", True))
+    negative = labels[rows][:, None] != key_labels[cols][None, :]
+    nan = torch.full_like(log_push, float("nan"))
+    return {"q": q, "beta_i": beta_i, "w_pull": w_pull,
+            "w_push": torch.where(negative, log_push.exp(), nan).flatten(),
+            "margin": torch.where(negative, log_push - torch.log(w_pull)[:, None], nan).flatten(),
+            "teacher_wrong": (probs[rows].argmax(1) != labels[rows]).float()}
+
+
+def weight_summary(samples: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+    """Mean, 5th and 95th percentile of each weight over an epoch's samples (the teacher's error: its mean)."""
+    out = {}
+    for key, parts in samples.items():
+        x = torch.cat(parts).float()
+        x = x[~torch.isnan(x)]
+        if not len(x):
+            continue
+        if key == "teacher_wrong":
+            out["w.teacher_wrong"] = float(x.mean())
+            continue
+        lo, hi = torch.quantile(x, torch.tensor([0.05, 0.95], device=x.device)).tolist()
+        out.update({f"w.{key}_mean": float(x.mean()), f"w.{key}_p05": lo, f"w.{key}_p95": hi})
+    return out
+
+
+def _distill(ctx, batch, loss_name):
+    cfg = ctx.cfg
+    _, z_local, _ = ctx.nets.forward(batch.x)
+    t_local, probs = _teacher_keys(ctx, batch.x)
+    z, t = gather_with_grad(z_local), gather_with_grad(t_local)  # every rank's anchors and keys
+    labels, slots, probs = gather(batch.labels.repeat(2)), gather(batch.slots.repeat(2)), gather(probs)
+    bank_keys = bank_labels = bank_ids = None
+    if ctx.bank is not None:
+        bank_keys, bank_labels, bank_ids = ctx.bank.sample(cfg["bank_negatives"])
+    weights = {}
+    if loss_name == "crd":
+        loss = crd_loss(z, t, slots, cfg["temperature"], bank_keys, bank_ids, validate=False)
+    else:
+        loss = lw_supcrd_loss(z, t, labels, probs, cfg["alpha"], cfg["beta"], cfg["temperature"],
+                              cfg["adaptive_beta"], bank_keys, bank_labels, validate=False,
+                              alpha_mode=cfg.get("alpha_mode", "weight"),
+                              logit_weighting=cfg.get("logit_weighting", True))
+        key_labels = labels if bank_labels is None else torch.cat([labels, bank_labels])
+        weights = weight_samples(cfg, probs, labels, key_labels)
+    update = None
+    if ctx.bank is not None:  # the mean of the two views' keys, for every image of the global batch
+        b = len(batch.slots)
+        update = (gather(batch.slots), gather(((t_local[:b] + t_local[b:]) / 2).detach()))
+    return StepResult(loss, {loss_name: loss}, bank_update=update, weights=weights)
+
+
+STEPS: dict[str, Callable] = {
+    "ce": step_ce,
+    "undistilled": step_undistilled,
+    "projection": step_projection,
+    "supcon": step_supcon,
+    "crd": lambda ctx, batch: _distill(ctx, batch, "crd"),
+    "lwsupcrd": lambda ctx, batch: _distill(ctx, batch, "lw_supcrd"),
+}
+
+
+@torch.no_grad()
+def teacher_bank_keys(teacher: ModelWrapper, train: Split, info: DatasetInfo, channels_last: bool = False,
+                      batch_size: int = 1024) -> torch.Tensor:
+    """The teacher's keys of every un-augmented training image (eval mode), in slot order."""
+    was_training = teacher.training
+    teacher.eval()
+    keys = []
+    for start in range(0, len(train), batch_size):
+        x = normalize(train.images[start:start + batch_size], info)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        keys.append(teacher.project(teacher.backbone.forward_features(x)).float())
+    teacher.train(was_training)
+    return torch.cat(keys)
