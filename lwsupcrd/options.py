@@ -10,7 +10,7 @@ import json
 import os
 import shlex
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -22,29 +22,45 @@ from .protocol import PRESETS, STAGES, SWEEP_CENTRE, Run, build_study_runs
 from .steps import COMPILE_MODES
 
 
+def option(default, help: str = "", **flag):
+    """One option, declared once: its default, its help, and how its command-line flag parses
+    (argparse keywords; `flag=` renames the flag). The flags are built from these declarations."""
+    return field(default=default, metadata={"help": help, **flag})
+
+
 @dataclass
 class StudyConfig:
-    preset: str = "paper"
-    dataset: str | None = None
-    data_dir: str = "data"
-    out_dir: str = "."
-    device: str = "auto"
-    teacher_arch: str | None = None
-    student_arch: str | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    seed: int | None = None  # None: the preset's
-    seeds: list[int] | None = None  # None: the preset's (if any)
-    overrides: dict = field(default_factory=dict)  # --set KEY=VALUE, already type-checked
-    force_retrain: bool | list[str] = False  # True: every run; or stages and run-name patterns (fnmatch)
-    force_retrain_bank_ablation: bool = False
-    force_analysis: bool = False
-    sync_bn: bool = False
-    cpu_bf16: bool = False
-    compile: str | None = None
-    only: list[str] | None = None
-    list_runs: bool = False
-    progress: bool = True
+    preset: str = option("paper", "the protocol's size (see protocol.PRESETS)", choices=sorted(PRESETS))
+    dataset: str | None = option(None, "default: the preset's", choices=sorted(DATASETS))
+    data_dir: str = option("data", "where the dataset lives (or is downloaded to)")
+    out_dir: str = option(".", "root of pth_models/, json_results/, plots/")
+    device: str = option("auto", "", choices=["auto", "cpu", "cuda"])
+    teacher_arch: str | None = option(None, "default: the preset's", choices=sorted(MODEL_REGISTRY))
+    student_arch: str | None = option(None, "default: the preset's", choices=sorted(MODEL_REGISTRY))
+    epochs: int | None = option(None, "student epochs (default: the preset's)", type=int)
+    batch_size: int | None = option(None, "default: the preset's", type=int)
+    seed: int | None = option(None, "one chain of runs with this seed (default: the preset's)", type=int)
+    seeds: list[int] | None = option(None, "one chain of runs per seed; results give mean ± std", type=int,
+                                     nargs="+")
+    overrides: tuple[str, ...] = option((), "override one preset value, e.g. --set bank_negatives=1024 "
+                                        "(type-checked; repeatable)", flag="--set", action="append",
+                                        metavar="KEY=VALUE")
+    force_retrain: bool | list[str] = option(False, "retrain even when a matching checkpoint exists: every run, or "
+                                             "WHAT = stages and run-name patterns, comma-separated (e.g. "
+                                             "bank_ablation,student_alpha_*); --no-force-retrain undoes it",
+                                             nargs="?", const=True, metavar="WHAT")
+    force_retrain_bank_ablation: bool = option(False, "retrain the memory-bank ablation runs (the original's flag)",
+                                               action=argparse.BooleanOptionalAction)
+    force_analysis: bool = option(False, "recompute metrics and figures of cached runs", action="store_true")
+    sync_bn: bool = option(False, "SyncBatchNorm across torchrun processes (CUDA only)", action="store_true")
+    cpu_bf16: bool = option(False, "bf16 autocast on the CPU (faster only where the CPU has bf16 units)",
+                            action="store_true")
+    compile: str | None = option(None, "run the networks through torch.compile (default mode if none is named; "
+                                 "reduce-overhead adds CUDA graphs on a GPU)", nargs="?", const="default",
+                                 choices=COMPILE_MODES)
+    only: list[str] | None = option(None, "run these (and what they need): NAME[,NAME...]")
+    list_runs: bool = option(False, "print the runs in order and exit", flag="--list", action="store_true")
+    progress: bool = True  # not a flag: progress bars unless $TQDM_DISABLE
 
     def seed_list(self) -> list[int] | None:
         """The seeds of a multi-seed study (run names end in `_seed<k>`), or None for one plain chain:
@@ -56,7 +72,7 @@ class StudyConfig:
 
     def settings(self) -> dict:
         """The preset with the overrides applied: what every run is built from (plain JSON values)."""
-        s = {**PRESETS[self.preset], **self.overrides}
+        s = {**PRESETS[self.preset], **dict(parse_override(self.preset, text) for text in self.overrides)}
         for key in ("dataset", "teacher_arch", "student_arch", "batch_size"):
             if getattr(self, key) is not None:
                 s[key] = getattr(self, key)
@@ -107,37 +123,18 @@ def parse_args(argv: list[str] | None, defaults: StudyConfig) -> StudyConfig:
     if argv is None:
         argv = shlex.split(os.environ.get("LWSUPCRD_ARGS", "")) if in_notebook() else sys.argv[1:]
     p = argparse.ArgumentParser(prog="desupcon.py", description="Run the LW-SupCRD study.")
-    p.add_argument("--preset", choices=sorted(PRESETS), default=defaults.preset)
-    p.add_argument("--dataset", choices=sorted(DATASETS), default=defaults.dataset)
-    p.add_argument("--data-dir", default=defaults.data_dir)
-    p.add_argument("--out-dir", default=defaults.out_dir, help="root of pth_models/, json_results/, plots/")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=defaults.device)
-    p.add_argument("--teacher-arch", choices=sorted(MODEL_REGISTRY), default=defaults.teacher_arch)
-    p.add_argument("--student-arch", choices=sorted(MODEL_REGISTRY), default=defaults.student_arch)
-    p.add_argument("--epochs", type=int, default=defaults.epochs, help="student epochs")
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--seeds", type=int, nargs="+", default=defaults.seeds,
-                   help="run every selected experiment once per seed; results give mean ± std")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one preset value, e.g. --set bank_negatives=1024 (type-checked; repeatable)")
-    p.add_argument("--force-retrain", nargs="?", const=True, default=defaults.force_retrain, metavar="WHAT",
-                   help="retrain even when a matching checkpoint exists: every run, or WHAT = stages and run-name "
-                        "patterns, comma-separated (e.g. bank_ablation,student_alpha_*)")
+    for f in fields(StudyConfig):
+        if "help" not in f.metadata:
+            continue
+        spec = dict(f.metadata)
+        name = spec.pop("flag", "--" + f.name.replace("_", "-"))
+        default = getattr(defaults, f.name)
+        if f.name == "only":
+            default = ",".join(default or []) or None
+        elif f.name == "overrides":
+            default = []  # the command line's; the defaults' own are kept below
+        p.add_argument(name, dest=f.name, default=default, **spec)
     p.add_argument("--no-force-retrain", dest="force_retrain", action="store_false")
-    p.add_argument("--force-retrain-bank-ablation", action=argparse.BooleanOptionalAction,
-                   default=defaults.force_retrain_bank_ablation)
-    p.add_argument("--force-analysis", action="store_true", default=defaults.force_analysis,
-                   help="recompute metrics and figures of cached runs")
-    p.add_argument("--sync-bn", action="store_true", default=defaults.sync_bn,
-                   help="SyncBatchNorm across torchrun processes (CUDA only)")
-    p.add_argument("--cpu-bf16", action="store_true", default=defaults.cpu_bf16,
-                   help="bf16 autocast on the CPU (faster where the CPU has bf16 units; see bench/RESULTS.md)")
-    p.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES, default=defaults.compile,
-                   help="run the networks through torch.compile (default mode if none is named; "
-                        "reduce-overhead adds CUDA graphs on a GPU)")
-    p.add_argument("--only", default=",".join(defaults.only or []) or None, help="NAME[,NAME...]")
-    p.add_argument("--list", dest="list_runs", action="store_true", help="print the runs in order and exit")
     a = p.parse_args(argv)
     cfg = copy.copy(defaults)
     for key, value in vars(a).items():
@@ -147,9 +144,9 @@ def parse_args(argv: list[str] | None, defaults: StudyConfig) -> StudyConfig:
         p.error(f"--seeds must be distinct, got {cfg.seeds}")
     if isinstance(cfg.force_retrain, str):
         cfg.force_retrain = [x.strip() for x in cfg.force_retrain.split(",") if x.strip()]
-    cfg.overrides = dict(defaults.overrides)
+    cfg.overrides = (*defaults.overrides, *a.overrides)
     try:
-        cfg.overrides.update(parse_override(cfg.preset, text) for text in a.overrides)
+        [parse_override(cfg.preset, text) for text in cfg.overrides]  # each named at once if wrong
     except ValueError as err:
         p.error(str(err))
     cfg.progress = not os.environ.get("TQDM_DISABLE")

@@ -250,7 +250,7 @@ def geometry_figure(points: list[tuple[str, float, float, bool]], space: str, pa
     return path
 
 
-def image_grid(images: list[Path], titles: list[str], title: str, path: Path, dpi: int = 80) -> Path:
+def image_grid(images: list[Path], titles: list[str], title: str, path: Path, dpi: int = 60) -> Path:
     """Several saved figures tiled into one, at a small resolution (what a notebook embeds)."""
     import matplotlib.image as mpimg
 

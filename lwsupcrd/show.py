@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .report import label, Report, _table
+from .report import Report, _table, label
 
-FIGURE_KINDS = {"tsne": "t-SNE (projection)", "curves": "training curves", "weights": "LW-SupCRD weights",
-                "alignment": "alignment and uniformity"}
+# per-run figures shown as grids (each run's alignment figure and hypersphere page stay in plots/)
+FIGURE_KINDS = {"tsne": "t-SNE (projection)", "curves": "training curves", "weights": "LW-SupCRD weights"}
 
 
 def in_jupyter() -> bool:
