@@ -61,7 +61,7 @@ def geometry(e: Embeddings) -> dict[str, float]:
     out = {"n": int(x.shape[0]), "dim": int(x.shape[1]),
            "class_alignment": same_class,
            "uniformity": uniformity(x, t=2),
-           "view_alignment": alignment(e.view1.cpu(), e.view2.cpu(), alpha=2)}
+           "view_alignment": alignment(e.view1.cpu(), e.view2.cpu())}  # squared distances (its default)
     out.update(class_distances(x, labels))
     return out
 

@@ -259,6 +259,12 @@ def _train_epoch(loop: Loop, epoch: int, train: Split, info: DatasetInfo, device
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
+    return _epoch_row(loop, epoch, sums, correct, seen, weights, steps, seconds)
+
+
+def _epoch_row(loop: Loop, epoch: int, sums: dict, correct: torch.Tensor, seen: int, weights: dict, steps: int,
+               seconds: float) -> dict:
+    """The epoch's log row: mean loss parts, learning rate, speed, train accuracy, weight statistics."""
     ddp = current()
     if ddp.world_size > 1:  # per-rank terms (cross-entropy, accuracy) become global means
         distributed.broadcast_buffers(loop.model)
@@ -267,7 +273,7 @@ def _train_epoch(loop: Loop, epoch: int, train: Split, info: DatasetInfo, device
         seen *= ddp.world_size
     row = {"epoch": epoch + 1, **{k: float(v) / steps for k, v in sums.items()},
            "lr": loop.optimizer.param_groups[0]["lr"], "epoch_seconds": seconds,
-           "images_per_second": steps * batch_size / seconds}
+           "images_per_second": steps * loop.cfg["batch_size"] / seconds}
     if seen:
         row["train_acc"] = float(correct) / seen * 100
     row.update(weight_summary(weights))

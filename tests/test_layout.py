@@ -1,0 +1,41 @@
+"""The experiment is stated once: run names and sweep values live in the protocol module, and
+everything else asks it; no module is one a newcomer has to scroll through."""
+import ast
+import re
+
+from helpers import ROOT
+from lwsupcrd.protocol import PRESETS, build_runs
+
+READERS = sorted((ROOT / "lwsupcrd").glob("*.py")) + [ROOT / "desupcon.py"]
+
+
+def test_run_names_and_sweep_values_are_only_in_the_protocol():
+    names = {r.base for p in PRESETS for r in build_runs(dict(PRESETS[p], seed=0))}
+    stems = {re.sub(r"_(resnet|wrn)[^_]*_[^_]+$", "", n) for n in names if n.startswith("student_")}
+    stems.add("_with_projection")
+    for path in READERS:
+        if path.name == "protocol.py":
+            continue
+        source = path.read_text()
+        assert not [s for s in stems if s in source], f"{path.name} names runs of the protocol"
+        for node in ast.walk(ast.parse(source)):
+            pairs = []
+            if isinstance(node, ast.Call):
+                pairs = [(k.arg, k.value) for k in node.keywords]
+            elif isinstance(node, ast.Dict):
+                pairs = [(k.value, v) for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant)]
+            fixed = [k for k, v in pairs if k in ("alpha", "beta", "temperature") and isinstance(v, ast.Constant)
+                     and isinstance(v.value, (int, float))]
+            # a plot's alpha is transparency; beta, tau, or alpha beside them, is a point of the sweeps
+            sweep_point = [k for k in fixed if k != "alpha"] or len(fixed) > 1
+            assert not sweep_point, f"{path.name}:{node.lineno} fixes {fixed} (the sweeps' values belong to protocol.py)"
+
+
+def test_no_module_or_function_to_scroll_through():
+    for path in READERS:
+        source = path.read_text()
+        assert len(source.splitlines()) <= 370, f"{path.name} has {len(source.splitlines())} lines"
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                body = node.end_lineno - node.body[0].lineno + 1  # the docstring counts; the signature does not
+                assert body <= 75, f"{path.name}: {node.name} is {body} lines"
