@@ -187,7 +187,9 @@ def weights_figure(log: dict, path: Path) -> None:
     for ax, (key, title) in zip(axes, panels):
         ax.fill_between(epochs, [r[f"w.{key}_p05"] for r in rows], [r[f"w.{key}_p95"] for r in rows], alpha=0.25,
                         label="5th-95th percentile")
-        ax.plot(epochs, [r[f"w.{key}_mean"] for r in rows], marker="o", ms=3, label="mean")
+        means = [r[f"w.{key}_mean"] for r in rows]
+        spread = [[m - r[f"w.{key}_p05"] for m, r in zip(means, rows)], [r[f"w.{key}_p95"] - m for m, r in zip(means, rows)]]
+        ax.errorbar(epochs, means, yerr=spread, marker="o", ms=3, capsize=3, label="mean")
         ax.set_title(title)
         ax.set_xlabel("epoch")
     axes[0].legend(fontsize=7)
@@ -216,14 +218,16 @@ def sweep_figure(series: dict[str, list[tuple[float, float]]], path: Path) -> Pa
 
 def bank_figure(pairs: list[tuple[str, float, float]], path: Path) -> Path:
     """Bars of each bank run beside its matched control: `(label, control acc, bank acc)`."""
-    fig = Figure(figsize=(1.8 + 1.8 * len(pairs), 4), layout="constrained")
+    import textwrap
+
+    fig = Figure(figsize=(2 + 2.4 * len(pairs), 4.3), layout="constrained")
     ax = fig.subplots()
     for i, (label, control, bank) in enumerate(pairs):
         for x, acc, color, name in ((i - 0.18, control, "tab:blue", "matched control"),
-                                    (i + 0.18, bank, "tab:green", "with bank")):
+                                    (i + 0.18, bank, "tab:green", "bank run")):
             ax.bar(x, acc, width=0.34, color=color, label=name if i == 0 else None)
             ax.text(x, acc, f"{acc:.1f}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(range(len(pairs)), [p[0] for p in pairs], fontsize=8)
+    ax.set_xticks(range(len(pairs)), [textwrap.fill(p[0], 26) for p in pairs], fontsize=8)
     ax.set_ylabel("linear-probe test accuracy (%)")
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("memory bank against its matched control")
