@@ -33,7 +33,8 @@
 #
 # Finished runs are cached in `pth_models/` and reused when their configuration matches; set
 # `FORCE_RETRAIN` (or pass `--force-retrain`) to train everything again, and
-# `FORCE_RETRAIN_BANK_ABLATION` (`--force-retrain-bank-ablation`) for the four bank runs only.
+# `FORCE_RETRAIN_BANK_ABLATION` (`--force-retrain-bank-ablation`) for the bank runs only; `FORCE_RETRAIN` may
+# also be a list of stages and run-name patterns (`--force-retrain lwsupcrd,student_baseline_*`).
 # In Jupyter, flags can also be given through the environment variable `LWSUPCRD_ARGS`.
 
 # %% tags=["parameters"]
