@@ -1,4 +1,5 @@
-"""The three contrastive losses, as pure functions of tensors.
+"""The contrastive losses, and the standard protocol's KD term and student objective, as pure
+functions of tensors.
 
 Notation (the README uses the same symbols): anchors are student projections `z` (N, D),
 keys are teacher projections `t` (N, D), optionally followed by K bank keys (K, D);
@@ -241,3 +242,56 @@ def lw_supcrd_loss(z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, teach
         l_ip = F.softplus(neg_lse[:, None] - pos)  # (N, N)
         per_anchor = torch.where(same_class, l_ip, 0.0).sum(1) / same_class.sum(1)
         return per_anchor.mean() / alpha
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0,
+            validate: bool = True) -> torch.Tensor:
+    r"""Knowledge distillation (Hinton et al., 2015) as CRD's benchmark uses it: with
+    p^T_i = softmax(teacher_logits_i / T) and p^S_i = softmax(student_logits_i / T),
+
+        L_KD = (T^2 / N) sum_i sum_c p^T_ic (log p^T_ic - log p^S_ic)
+
+    the KL divergence from the teacher's softened distribution, scaled by T^2 so that its gradient
+    keeps the size of the cross-entropy's as T grows, averaged over the N images. The teacher's
+    logits carry no gradient.
+    """
+    _check_embeddings("student_logits", student_logits)
+    _check_embeddings("teacher_logits", teacher_logits, *student_logits.shape, student_logits.device)
+    _check_temperature(temperature)
+    if validate:
+        _check_finite(student_logits=student_logits, teacher_logits=teacher_logits)
+    with torch.autocast(student_logits.device.type, enabled=False):
+        dtype = _compute_dtype(student_logits)
+        log_p_s = F.log_softmax(student_logits.to(dtype) / temperature, dim=1)
+        log_p_t = F.log_softmax(teacher_logits.detach().to(dtype) / temperature, dim=1)
+        kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(1)
+        return kl.mean() * temperature ** 2
+
+
+def student_objective(logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None,
+                      distill: torch.Tensor | None, gamma: float = 1.0, kd_weight: float = 0.0,
+                      distill_weight: float = 0.0, kd_temperature: float = 4.0,
+                      validate: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    r"""The standard protocol's student loss (CRD's benchmark):
+
+        L = gamma * CE(logits, y) + a * L_KD(logits, teacher_logits; T) + b * L_distill
+
+    with a = `kd_weight`, b = `distill_weight`, L_KD of `kd_loss` and L_distill any of the
+    contrastive losses (already computed: `distill`). A term whose weight is 0 is left out, so it
+    needs no teacher. Returns the loss and its named, unweighted parts.
+    """
+    if kd_weight and teacher_logits is None:
+        raise ValueError("kd_weight > 0 needs teacher_logits")
+    if distill_weight and distill is None:
+        raise ValueError("distill_weight > 0 needs the distillation term")
+    with torch.autocast(logits.device.type, enabled=False):
+        ce = F.cross_entropy(logits.to(_compute_dtype(logits)), labels)
+    parts = {"ce": ce}
+    loss = gamma * ce
+    if kd_weight:
+        parts["kd"] = kd_loss(logits, teacher_logits, kd_temperature, validate)
+        loss = loss + kd_weight * parts["kd"]
+    if distill_weight:
+        parts["distill"] = distill
+        loss = loss + distill_weight * distill
+    return loss, parts

@@ -142,7 +142,9 @@ MODEL_REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "resnet110": _small(18),
     "resnet8x4": _small(1, _X4),
     "resnet32x4": _small(5, _X4),
+    "wrn_16_1": lambda nc, ic: WideResNet(16, 1, nc, ic),
     "wrn_16_2": lambda nc, ic: WideResNet(16, 2, nc, ic),
+    "wrn_40_1": lambda nc, ic: WideResNet(40, 1, nc, ic),
     "wrn_40_2": lambda nc, ic: WideResNet(40, 2, nc, ic),
 }
 

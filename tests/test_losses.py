@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lwsupcrd.losses import crd_loss, lw_supcrd_loss, supcon_loss
+from lwsupcrd.losses import crd_loss, kd_loss, lw_supcrd_loss, student_objective, supcon_loss
 
 
 def unit(n, d, gen):
@@ -263,3 +263,63 @@ def test_invalid_arguments_raise(call, match):
     probs = torch.softmax(torch.randn(6, 3), 1)
     with pytest.raises(ValueError, match=match):
         call(z, t, labels, probs)
+
+
+def ref_kd(s_logits, t_logits, T):
+    total = 0.0
+    for s_row, t_row in zip(s_logits.tolist(), t_logits.tolist()):
+        zs = sum(math.exp(v / T) for v in s_row)
+        zt = sum(math.exp(v / T) for v in t_row)
+        for sv, tv in zip(s_row, t_row):
+            pt, ps = math.exp(tv / T) / zt, math.exp(sv / T) / zs
+            total += pt * math.log(pt / ps)
+    return total / len(s_logits) * T * T
+
+
+def ref_ce(logits, labels):
+    total = 0.0
+    for row, y in zip(logits.tolist(), labels.tolist()):
+        total += -math.log(math.exp(row[y]) / sum(math.exp(v) for v in row))
+    return total / len(logits)
+
+
+@pytest.mark.parametrize("T", [1.0, 4.0])
+@pytest.mark.parametrize("n,c", [(1, 3), (7, 10), (16, 100)])
+def test_kd_matches_reference(n, c, T):
+    gen = torch.Generator().manual_seed(n * c)
+    s, t = (torch.randn(n, c, generator=gen, dtype=torch.float64) * 3 for _ in range(2))
+    assert float(kd_loss(s, t, T)) == pytest.approx(ref_kd(s, t, T), rel=1e-10, abs=1e-12)
+    assert float(kd_loss(t, t, T)) == pytest.approx(0.0, abs=1e-12)  # the teacher's own logits: no divergence
+
+
+def test_kd_gradient_reaches_the_student_only():
+    gen = torch.Generator().manual_seed(3)
+    s = torch.randn(5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: kd_loss(x, t, 4.0), (s,))
+    kd_loss(s, t, 4.0).backward()
+    assert t.grad is None and s.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("gamma,a,b", [(1.0, 0.0, 0.0), (0.1, 0.9, 0.0), (1.0, 0.0, 0.8), (1.0, 1.0, 0.8)])
+def test_student_objective_matches_reference(gamma, a, b):
+    """The CRD recipes: vanilla, KD, CRD, CRD+KD; the distillation term is the float64 CRD loop's."""
+    gen = torch.Generator().manual_seed(11)
+    n, c, d = 9, 6, 5
+    logits, t_logits = (torch.randn(n, c, generator=gen, dtype=torch.float64) * 2 for _ in range(2))
+    labels = torch.randint(0, c, (n,), generator=gen)
+    z, t, ids = unit(n, d, gen), unit(n, d, gen), torch.arange(n)
+    loss, parts = student_objective(logits, labels, t_logits, crd_loss(z, t, ids, 0.07), gamma, a, b, 4.0)
+    expected = gamma * ref_ce(logits, labels) + a * ref_kd(logits, t_logits, 4.0) + b * ref_crd(z, t, ids, 0.07)
+    assert float(loss) == pytest.approx(expected, rel=1e-10)
+    assert set(parts) == {"ce"} | ({"kd"} if a else set()) | ({"distill"} if b else set())
+
+
+def test_student_objective_needs_the_terms_it_weights():
+    logits, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    with pytest.raises(ValueError, match="needs teacher_logits"):
+        student_objective(logits, labels, None, None, kd_weight=0.9)
+    with pytest.raises(ValueError, match="needs the distillation term"):
+        student_objective(logits, labels, logits, None, distill_weight=0.8)
+    with pytest.raises(ValueError, match="teacher_logits has dimension 5"):
+        kd_loss(logits, torch.randn(4, 5))

@@ -1,0 +1,110 @@
+"""Teachers published as RepDistiller checkpoints, the ones CRD's CIFAR-100 benchmark and its
+successors distil from (RepDistiller's `scripts/fetch_pretrained_teachers.sh`; mdistiller re-hosts
+the same files): a dict with the network's state dict under "model".
+
+Our `resnet8` ... `resnet110`, `resnet8x4` and `resnet32x4` have RepDistiller's key names; the wide
+ResNets have the same tensors under other names, mapped here. `tests/fixtures/repdistiller_reference.pt`
+holds every key and shape of the reference definitions and, for the smallest network of each family,
+the reference output for `synthetic_state` weights; it was recorded by
+`scripts/record_reference_fixture.py` from RepDistiller's own code, which never enters the project.
+"""
+from __future__ import annotations
+
+import re
+import zlib
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .checkpoint import CheckpointError, safe_load
+from .models import create_model
+
+# the architectures a published teacher or student checkpoint can be loaded into
+PUBLISHED_ARCHS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+                   "resnet8x4", "resnet32x4", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2")
+# RepDistiller's preprocessing of CIFAR-100: a published teacher must see its own
+REFERENCE_NORMALIZATION = ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
+
+_WRN_TO_OURS = ((re.compile(r"^(block\d)\.layer\.(\d+)\."), r"\1.\2."), (re.compile(r"\.convShortcut\."), ".shortcut."),
+                (re.compile(r"^bn1\."), "bn."))
+_WRN_TO_REFERENCE = ((re.compile(r"^(block\d)\.(\d+)\."), r"\1.layer.\2."), (re.compile(r"\.shortcut\."), ".convShortcut."),
+                     (re.compile(r"^bn\."), "bn1."))
+
+
+def _rename(key: str, rules) -> str:
+    for pattern, repl in rules:
+        key = pattern.sub(repl, key)
+    return key
+
+
+def to_ours(arch: str, key: str) -> str:
+    """Our name of a reference (RepDistiller) state-dict key for this architecture."""
+    return _rename(key, _WRN_TO_OURS) if arch.startswith("wrn") else key
+
+
+def to_reference(arch: str, key: str) -> str:
+    """RepDistiller's name of one of our state-dict keys for this architecture."""
+    return _rename(key, _WRN_TO_REFERENCE) if arch.startswith("wrn") else key
+
+
+def reference_state(arch: str, model: nn.Module) -> dict[str, torch.Tensor]:
+    """`model`'s state dict under RepDistiller's key names (what a published file holds)."""
+    return {to_reference(arch, k): v for k, v in model.state_dict().items()}
+
+
+def _describe(keys: list[str], limit: int = 4) -> str:
+    return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def load_published(path: str | Path, arch: str, num_classes: int = 100) -> nn.Module:
+    """The backbone `arch` (with its classifier) holding the weights of a RepDistiller-format
+    checkpoint, read with weights_only=True; every key and shape must match, or one CheckpointError
+    line names the mismatching keys."""
+    if arch not in PUBLISHED_ARCHS:
+        raise ValueError(f"no published checkpoints for {arch!r}; supported: {', '.join(PUBLISHED_ARCHS)}")
+    state = safe_load(path)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: not a state dict, nor a checkpoint holding one under 'model'")
+    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
+        state = {k[len("module."):]: v for k, v in state.items()}
+    model = create_model(arch, num_classes)
+    ours = model.state_dict()
+    mapped = {to_ours(arch, k): v for k, v in state.items()}
+    missing = [to_reference(arch, k) for k in ours if k not in mapped]
+    unexpected = [k for k in state if to_ours(arch, k) not in ours]
+    shapes = [f"{to_reference(arch, k)} {tuple(v.shape)} (expected {tuple(ours[k].shape)})"
+              for k, v in mapped.items() if k in ours and v.shape != ours[k].shape]
+    if missing or unexpected or shapes:
+        problems = [f"missing {_describe(missing)}" if missing else "",
+                    f"unexpected {_describe(unexpected)}" if unexpected else "",
+                    f"shape {_describe(shapes, 2)}" if shapes else ""]
+        raise CheckpointError(f"{path} does not fit {arch} with {num_classes} classes: "
+                              + "; ".join(p for p in problems if p))
+    model.load_state_dict(mapped)
+    return model
+
+
+def synthetic_state(keys: list[tuple[str, tuple[int, ...]]], seed: int = 0) -> dict[str, torch.Tensor]:
+    """Deterministic weights for the given (name, shape) list, the same on every machine: what the
+    reference fixture's outputs were recorded with, so that no trained weights need shipping."""
+    state = {}
+    for name, shape in keys:
+        if name.endswith("num_batches_tracked"):
+            state[name] = torch.zeros(shape, dtype=torch.long)
+            continue
+        g = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+        x = torch.rand(shape, generator=g, dtype=torch.float64)
+        if name.endswith("running_var"):
+            x = 0.5 + x
+        elif name.endswith(("running_mean", "bias")):
+            x = 0.2 * (x - 0.5)
+        elif name.endswith("weight") and len(shape) == 1:  # BatchNorm scale
+            x = 0.5 + 0.5 * x
+        else:  # conv and linear weights, scaled by fan-in so that activations keep their size
+            fan_in = max(1, int(torch.tensor(shape[1:]).prod())) if len(shape) > 1 else 1
+            x = (x - 0.5) * (12.0 / fan_in) ** 0.5
+        state[name] = x.float()
+    return state
