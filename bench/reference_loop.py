@@ -58,7 +58,7 @@ def reference_fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, i
     if cfg.get("bank_negatives") and bank is None:
         bank = MomentumMemoryBank(len(train), teacher.projection[-1].out_features, train.labels,
                                   momentum=cfg["bank_momentum"], seed=cfg["seed"], device=device)
-    params = trainable_parameters(method, model, teacher)
+    params = trainable_parameters(cfg, model, teacher)
     optimizer = build_optimizer(cfg, params, fused=device.type == "cuda")
     scheduler = build_scheduler(cfg, optimizer)
     history = []

@@ -1,8 +1,11 @@
-"""Geometry of each trained model's representations on the test split (computing only; the
-figures are drawn in `plots`)."""
+"""Geometry of each trained model's representations on the test split, and `analyze_run`, which
+records a run's metrics in the results and has `plots` draw its figures."""
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -78,3 +81,43 @@ def analyze(model: ModelWrapper, method: str, test: Split, info: DatasetInfo, se
     if method not in PROJECTION_METHODS:
         spaces["projection"] = replace(spaces["projection"], space="projection (untrained head)")
     return metrics, spaces
+
+
+def figure_paths(plots_dir: Path, name: str) -> dict[str, Path]:
+    return {"tsne": plots_dir / f"tsne_{name}.png", "hypersphere": plots_dir / f"{name}_hypersphere.html",
+            "alignment": plots_dir / f"{name}_alignment.png", "curves": plots_dir / f"{name}_curves.png",
+            "weights": plots_dir / f"{name}_weights.png"}
+
+
+def analyze_run(study, run, model: ModelWrapper, cached: bool) -> None:
+    """A run's geometry metrics into its entry of `study.results`, and its figures; skipped for a
+    cached run whose metrics and figures exist, unless forced."""
+    from . import plots
+
+    entry = study.results["runs"][run.name]
+    figures = study.figure_paths(run.name)
+    log_path = study.logs_dir / f"{run.name}.json"
+    if not log_path.exists():
+        figures.pop("curves")
+    if not log_path.exists() or run.cfg["method"] != "lwsupcrd":
+        figures.pop("weights")
+    if (cached and "analysis" in entry and not study.cfg.force_analysis and not study.forced(run)
+            and all(p.exists() for p in figures.values())):
+        return
+    start = time.perf_counter()
+    cfg = entry["config"]
+    metrics, spaces = analyze(model, cfg["method"], study.test, study.info, cfg["seed"],
+                              channels_last=bool(cfg.get("channels_last")))
+    shown = spaces[metrics["figure_space"]]
+    names = study.test.class_names
+    metrics["tsne"] = plots.tsne_figure(shown, names, run.name, figures["tsne"], cfg["seed"])
+    metrics["hypersphere"] = plots.hypersphere_page(shown, names, run.name, figures["hypersphere"], cfg["seed"])
+    plots.alignment_figure(shown, names, run.name, figures["alignment"], cfg["seed"])
+    if "curves" in figures:
+        plots.curves_figure(json.loads(log_path.read_text()), figures["curves"])
+    if "weights" in figures:
+        plots.weights_figure(json.loads(log_path.read_text()), figures["weights"])
+    metrics["figures"] = {k: str(p.relative_to(study.out)) if p.is_relative_to(study.out) else str(p)
+                          for k, p in figures.items()}
+    metrics["seconds"] = time.perf_counter() - start
+    entry["analysis"] = metrics

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .models import ModelWrapper
+from .models import ModelWrapper, create_model
 
 
 # ---------------------------------------------------------------- the runner
@@ -62,3 +62,43 @@ def estimate_cpu_hours(study) -> float:
         n_runs = 1 if views == 1 else sum(r.stage not in ("teacher", "projection") for r in study.runs.values())
         seconds += per_image * views * s["batch_size"] * steps * epochs * n_runs
     return seconds / 3600
+
+
+def forward_flops(arch: str, num_classes: int, in_channels: int, size: int) -> int:
+    """Floating-point operations of one forward pass of one image (torch's FLOP counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = create_model(arch, num_classes, in_channels).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, in_channels, size, size))
+    return counter.get_total_flops()
+
+
+def standard_estimate(study, batch: int = 16) -> list[str]:
+    """Each run's time on this device: its FLOPs (epochs x images x (3 x the trained network's
+    forward + the frozen teacher's forward)) over the FLOP rate measured on one training step of
+    the student with its teacher here."""
+    s, info = study.settings, study.info
+    f = {a: forward_flops(a, info.num_classes, info.channels, info.size) for a in (s["teacher_arch"], s["student_arch"])}
+    student = create_model(s["student_arch"], info.num_classes, info.channels).to(study.device)
+    teacher = create_model(s["teacher_arch"], info.num_classes, info.channels).to(study.device).eval()
+    x = torch.randn(batch, info.channels, info.size, info.size, device=study.device)
+    for timed in (False, True):  # the first step warms up
+        start = time.perf_counter()
+        with torch.no_grad():
+            teacher(x)
+        student(x).sum().backward()
+        if study.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    rate = batch * (3 * f[s["student_arch"]] + f[s["teacher_arch"]]) / seconds
+    n = len(study.train)
+    lines = [f"time estimate on {study.device} ({rate / 1e12:.3g} TFLOP/s measured on one student step, batch {batch}):"]
+    for run in study.runs.values():
+        c = run.cfg
+        if c["method"] == "published":
+            continue
+        per_image = 3 * f[c["arch"]] + (f[s["teacher_arch"]] if run.teacher else 0)
+        total = c["epochs"] * n * per_image
+        lines.append(f"  {run.name}: {total / 1e15:.3g} PFLOP, about {total / rate / 3600:.2g} h")
+    return lines

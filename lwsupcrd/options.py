@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import copy
 import fnmatch
+import hashlib
 import json
 import os
 import shlex
@@ -18,7 +19,7 @@ import torch
 from .data import DATASETS, dataset_info
 from .machine import cpp_compiler, resolve_device
 from .models import MODEL_REGISTRY
-from .protocol import PRESETS, STAGES, SWEEP_CENTRE, Run, build_study_runs
+from .protocol import PRESETS, STAGES, STANDARD_PRESETS, STANDARD_STAGES, SWEEP_CENTRE, Run, build_study_runs
 from .steps import COMPILE_MODES
 
 
@@ -28,9 +29,29 @@ def option(default, help: str = "", **flag):
     return field(default=default, metadata={"help": help, **flag})
 
 
+PROTOCOLS = {"lwsupcrd": (PRESETS, STAGES), "standard": (STANDARD_PRESETS, STANDARD_STAGES)}
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 @dataclass
 class StudyConfig:
-    preset: str = option("paper", "the protocol's size (see protocol.PRESETS)", choices=sorted(PRESETS))
+    protocol: str = option("lwsupcrd", "lwsupcrd: the original study (contrastive students, linear probe); "
+                           "standard: CRD's CIFAR-100 benchmark (CE + KD + distillation, the student's own "
+                           "classifier)", choices=sorted(PROTOCOLS))
+    preset: str = option("paper", "the protocol's size (see protocol.PRESETS and STANDARD_PRESETS)",
+                         choices=sorted(set(PRESETS) | set(STANDARD_PRESETS)))
+    pair: str | None = option(None, "TEACHER-STUDENT architectures, e.g. resnet32x4-resnet8x4 (default: the "
+                              "preset's)", metavar="T-S")
+    teacher_checkpoint: str | None = option(None, "standard protocol: read the teacher from this file (a "
+                                            "RepDistiller checkpoint or one of ours) instead of training it",
+                                            metavar="PATH")
     dataset: str | None = option(None, "default: the preset's", choices=sorted(DATASETS))
     data_dir: str = option("data", "where the dataset lives (or is downloaded to)")
     out_dir: str = option(".", "root of pth_models/, json_results/, plots/")
@@ -67,12 +88,21 @@ class StudyConfig:
         --seeds, else one chain for an explicit --seed, else the preset's seeds (if it has any)."""
         if self.seeds:
             return list(self.seeds)
-        seeds = PRESETS[self.preset]["seeds"] if self.seed is None else None
+        seeds = self.presets()[self.preset]["seeds"] if self.seed is None else None
         return list(seeds) if seeds else None
+
+    def presets(self) -> dict[str, dict]:
+        return PROTOCOLS[self.protocol][0]
 
     def settings(self) -> dict:
         """The preset with the overrides applied: what every run is built from (plain JSON values)."""
-        s = {**PRESETS[self.preset], **dict(parse_override(self.preset, text) for text in self.overrides)}
+        s = {**self.presets()[self.preset],
+             **dict(parse_override(self.preset, text, self.protocol) for text in self.overrides)}
+        if self.pair:
+            s["teacher_arch"], _, s["student_arch"] = self.pair.partition("-")
+        if self.teacher_checkpoint:
+            path = Path(self.teacher_checkpoint).resolve()
+            s["teacher_checkpoint"] = {"path": str(path), "sha256": file_sha256(path) if path.is_file() else None}
         for key in ("dataset", "teacher_arch", "student_arch", "batch_size"):
             if getattr(self, key) is not None:
                 s[key] = getattr(self, key)
@@ -80,17 +110,17 @@ class StudyConfig:
             s["student_epochs"] = self.epochs
         seeds = self.seed_list()
         s["seed"] = seeds[0] if seeds else (self.seed if self.seed is not None else s["seed"])
-        s["preset"] = self.preset
+        s["preset"], s["protocol"] = self.preset, self.protocol
         s["seeds"] = seeds or [s["seed"]]
         s["sweep_centre"] = SWEEP_CENTRE
         return json.loads(json.dumps(s))
 
 
-def parse_override(preset: str, text: str) -> tuple[str, object]:
+def parse_override(preset: str, text: str, protocol: str = "lwsupcrd") -> tuple[str, object]:
     """`KEY=VALUE` against the preset's value of KEY: same type (a list for a sweep, `none` for an
     optional number); anything else is one ValueError naming the key and what it takes."""
     key, sep, raw = text.partition("=")
-    defaults = PRESETS[preset]
+    defaults = PROTOCOLS[protocol][0][preset]
     if not sep or key not in defaults or key in ("seed", "seeds"):
         choices = ", ".join(k for k in defaults if k not in ("seed", "seeds"))
         raise ValueError(f"--set {text!r}: expected KEY=VALUE with KEY one of {choices}")
@@ -101,7 +131,8 @@ def parse_override(preset: str, text: str) -> tuple[str, object]:
                 raise ValueError
             return key, raw.lower() in ("true", "1")
         if isinstance(default, tuple):
-            return key, tuple(float(x) if key.endswith("sweep") else x for x in raw.split(",") if x)
+            cast = float if key.endswith("sweep") else int if key == "lr_milestones" else str
+            return key, tuple(cast(x) for x in raw.split(",") if x)
         if default is None or isinstance(default, int):
             return key, None if raw.lower() == "none" and default is None else int(raw)
         return key, type(default)(raw)
@@ -146,7 +177,7 @@ def parse_args(argv: list[str] | None, defaults: StudyConfig) -> StudyConfig:
         cfg.force_retrain = [x.strip() for x in cfg.force_retrain.split(",") if x.strip()]
     cfg.overrides = (*defaults.overrides, *a.overrides)
     try:
-        [parse_override(cfg.preset, text) for text in cfg.overrides]  # each named at once if wrong
+        [parse_override(cfg.preset, text, cfg.protocol) for text in cfg.overrides]  # each named at once if wrong
     except ValueError as err:
         p.error(str(err))
     cfg.progress = not os.environ.get("TQDM_DISABLE")
@@ -155,9 +186,15 @@ def parse_args(argv: list[str] | None, defaults: StudyConfig) -> StudyConfig:
 
 def validate(cfg: StudyConfig) -> list[Run]:
     """Check everything that can be checked before any work; raise ValueError with one line."""
-    if cfg.preset not in PRESETS:
-        raise ValueError(f"unknown preset {cfg.preset!r}; choose from {', '.join(PRESETS)}")
+    presets, stages = PROTOCOLS[cfg.protocol]
+    if cfg.preset not in presets:
+        raise ValueError(f"unknown preset {cfg.preset!r} for the {cfg.protocol} protocol; choose from "
+                         f"{', '.join(presets)}")
+    if cfg.pair is not None and (cfg.pair.count("-") != 1 or not all(p in MODEL_REGISTRY for p in cfg.pair.split("-"))):
+        raise ValueError(f"--pair {cfg.pair!r}: expected TEACHER-STUDENT, each one of {', '.join(sorted(MODEL_REGISTRY))}")
     s = cfg.settings()
+    if cfg.teacher_checkpoint:
+        _check_teacher_file(cfg, s)
     dataset_info(s["dataset"])
     for key in ("teacher_arch", "student_arch"):
         if s[key] not in MODEL_REGISTRY:
@@ -195,8 +232,8 @@ def validate(cfg: StudyConfig) -> list[Run]:
             raise ValueError(f"unknown run {name!r}; --list prints the {len(names)} runs of this preset")
     if isinstance(cfg.force_retrain, (list, tuple)):
         for pattern in cfg.force_retrain:
-            if pattern not in STAGES and not fnmatch.filter(names, pattern):
-                raise ValueError(f"--force-retrain {pattern!r} names no stage ({', '.join(STAGES)}) and matches no "
+            if pattern not in stages and not fnmatch.filter(names, pattern):
+                raise ValueError(f"--force-retrain {pattern!r} names no stage ({', '.join(stages)}) and matches no "
                                  f"run of this preset (--list)")
     out = Path(cfg.out_dir)
     try:
@@ -208,3 +245,19 @@ def validate(cfg: StudyConfig) -> list[Run]:
     except OSError as err:
         raise ValueError(f"out-dir {out} is not writable: {err.strerror or err}") from None
     return runs
+
+
+def _check_teacher_file(cfg: StudyConfig, s: dict) -> None:
+    """A teacher file must exist and fit the teacher's architecture before anything trains."""
+    from .checkpoint import CheckpointError
+    from .published import load_teacher_file
+
+    if cfg.protocol != "standard":
+        raise ValueError("--teacher-checkpoint belongs to the standard protocol (add --protocol standard)")
+    path = s["teacher_checkpoint"]["path"]
+    if s["teacher_checkpoint"]["sha256"] is None:
+        raise ValueError(f"--teacher-checkpoint {path}: no such file")
+    try:
+        load_teacher_file(path, s["teacher_arch"], DATASETS[s["dataset"]].num_classes)
+    except CheckpointError as err:
+        raise ValueError(str(err)) from None

@@ -11,12 +11,13 @@ from .models import ModelWrapper
 
 @torch.no_grad()
 def embed(model: ModelWrapper, images: torch.Tensor, info: DatasetInfo, batch_size: int = 1024,
-          channels_last: bool = False):
-    """Backbone features (N, F), projections (N, P) and logits (N, C) of uint8 images, eval mode."""
+          channels_last: bool = False, amp: bool | None = None):
+    """Backbone features (N, F), projections (N, P) and logits (N, C) of uint8 images, eval mode
+    (bf16 autocast on CUDA unless `amp` says otherwise)."""
     was_training = model.training
     model.eval()
     feats, projs, logits = [], [], []
-    use_amp = images.device.type == "cuda"
+    use_amp = images.device.type == "cuda" if amp is None else amp
     for start in range(0, len(images), batch_size):
         x = normalize(images[start:start + batch_size], info)
         if channels_last:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .checkpoint import CheckpointError, safe_load
+from .checkpoint import FORMAT, CheckpointError, load_checkpoint, safe_load
 from .models import create_model
 
 # the architectures a published teacher or student checkpoint can be loaded into
@@ -63,7 +63,25 @@ def load_published(path: str | Path, arch: str, num_classes: int = 100) -> nn.Mo
     line names the mismatching keys."""
     if arch not in PUBLISHED_ARCHS:
         raise ValueError(f"no published checkpoints for {arch!r}; supported: {', '.join(PUBLISHED_ARCHS)}")
+    return _published_state(safe_load(path), path, arch, num_classes)
+
+
+def load_teacher_file(path: str | Path, arch: str, num_classes: int) -> nn.Module:
+    """The backbone `arch` from a teacher file: one of our checkpoints (its backbone) or a
+    RepDistiller one (`load_published`). A file that does not fit is one CheckpointError line."""
     state = safe_load(path)
+    if isinstance(state, dict) and state.get("format") == FORMAT:
+        ckpt = load_checkpoint(path)
+        if ckpt["config"].get("arch") != arch:
+            raise CheckpointError(f"{path} holds a {ckpt['config'].get('arch')}, not a {arch}")
+        state = {k[len("backbone."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("backbone.")}
+        return _published_state({to_reference(arch, k): v for k, v in state.items()}, path, arch, num_classes)
+    if arch not in PUBLISHED_ARCHS:
+        raise CheckpointError(f"{path}: not an lwsupcrd checkpoint, and {arch} has no published format")
+    return _published_state(state, path, arch, num_classes)
+
+
+def _published_state(state, path, arch: str, num_classes: int) -> nn.Module:
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -317,6 +317,11 @@ def write_report(results_path: str | Path) -> Path:
     results_path = Path(results_path)
     results = json.loads(results_path.read_text())
     path = results_path.parent / "REPORT.md"
+    if results["settings"].get("protocol") == "standard":
+        from .benchmark import build_standard_report
+
+        write_text(path, build_standard_report(results) + "\n")
+        return path
     write_text(path, build_report(results) + "\n")
     return path
 

@@ -49,6 +49,12 @@ def describe(runs: list) -> str:
     text = (f"*{len(runs)} run(s): {c['arch']}, {c['epochs']} epochs, {c['optimizer']} lr {c['lr']:g}, weight decay "
             f"{c['weight_decay']:g}, {c['schedule']} schedule, batch {c['batch_size']}, {c['proj_head']} projection "
             f"head, seed {c['seed']}")
+    if c.get("protocol") == "standard":
+        from .benchmark import ROWS, method_of
+
+        text += ("; student loss gamma CE + a KD + b distill (gamma, a, b): " + ", ".join(
+            f"{ROWS[method_of(r.cfg)]} ({r.cfg['gamma']:g}, {r.cfg['kd_weight']:g}, {r.cfg['distill_weight']:g})"
+            for r in runs if r.cfg["method"] == "standard"))
     lw = [r.cfg for r in runs if r.cfg["method"] == "lwsupcrd" and r.cfg.get("logit_weighting", True)]
     if lw:
         text += "; LW-SupCRD (α, β, τ, α reading): " + ", ".join(
@@ -75,7 +81,14 @@ def show_stage(study, stage: str) -> list[Path]:
     """Display (Jupyter) or print (script) the stage's table, and write its figure grids."""
     from . import plots
 
+    if not any(r.stage == stage for r in study.runs.values()):  # a stage of the other protocol
+        return []
     names = [n for n in study.order() if study.runs[n].stage == stage and n in study.results["runs"]]
+    if study.standard:
+        from .benchmark import standard_table
+
+        present(describe([study.runs[n] for n in names]) + "\n\n" + standard_table([study.results]), [])
+        return []
     table = describe([study.runs[n] for n in names]) + "\n\n" + stage_table(study.results, names)
     grids = []
     for kind, title in FIGURE_KINDS.items():
@@ -100,3 +113,21 @@ def present(table: str, images: list[Path]) -> None:
     display(Markdown(table))
     for path in images:
         display(Image(filename=str(path)))
+
+
+def show_probe(study) -> None:
+    """Every run's linear-probe accuracy beside SupCon's, and the floors (the original protocol)."""
+    if study.standard:
+        return
+    supcon = next((r["metrics"].get("probe_test_acc") for r in study.results["runs"].values()
+                   if r["stage"] == "baselines" and r["config"]["method"] == "supcon"), None)
+    print(f"{'run':64s} {'test':>7s} {'train':>7s} {'gap':>7s} {'vs SupCon':>9s}")
+    for name in study.order():
+        m = study.results["runs"].get(name, {}).get("metrics", {})
+        if "probe_test_acc" in m:
+            delta = f"{m['probe_test_acc'] - supcon:+.2f}" if supcon is not None else ""
+            print(f"{name:64s} {m['probe_test_acc']:7.2f} {m['probe_train_acc']:7.2f} {m['probe_gap']:7.2f} {delta:>9s}")
+    for seed, f in study.results.get("floors", {}).items():
+        print(f"floors (seed {seed}, {f['train_size']} images): raw pixels {f['raw_pixels']:.2f}, "
+              f"random-init student {f['random_student']:.2f}")
+    print(f"results: {study.results_path}")

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from .data import DatasetInfo, Split, normalize
 from .distributed import gather, gather_with_grad
-from .losses import crd_loss, lw_supcrd_loss, lw_weights, supcon_loss
+from .losses import crd_loss, lw_supcrd_loss, lw_weights, student_objective, supcon_loss
 from .memory_bank import MomentumMemoryBank
 from .models import ModelWrapper
 
@@ -143,12 +143,15 @@ def weight_summary(samples: dict[str, list[torch.Tensor]]) -> dict[str, float]:
     return out
 
 
-def _distill(ctx, batch, loss_name):
+def _contrast(ctx, z_local, t_local, probs_local, batch, loss_name):
+    """The contrastive term of a distillation step over every rank's anchors and keys (and the
+    bank's): (loss, what the bank should store, LW-SupCRD's weight samples). `z_local` holds one
+    or two views of this rank's images, in the batch's layout."""
     cfg = ctx.cfg
-    _, z_local, _ = ctx.nets.forward(batch.x)
-    t_local, probs = _teacher_keys(ctx, batch.x)
+    views = len(z_local) // len(batch.labels)
     z, t = gather_with_grad(z_local), gather_with_grad(t_local)  # every rank's anchors and keys
-    labels, slots, probs = gather(batch.labels.repeat(2)), gather(batch.slots.repeat(2)), gather(probs)
+    labels, slots = gather(batch.labels.repeat(views)), gather(batch.slots.repeat(views))
+    probs = gather(probs_local)
     bank_keys = bank_labels = bank_ids = None
     if ctx.bank is not None:
         bank_keys, bank_labels, bank_ids = ctx.bank.sample(cfg["bank_negatives"])
@@ -163,10 +166,42 @@ def _distill(ctx, batch, loss_name):
         key_labels = labels if bank_labels is None else torch.cat([labels, bank_labels])
         weights = weight_samples(cfg, probs, labels, key_labels)
     update = None
-    if ctx.bank is not None:  # the mean of the two views' keys, for every image of the global batch
+    if ctx.bank is not None:  # the mean of the views' keys, for every image of the global batch
         b = len(batch.slots)
-        update = (gather(batch.slots), gather(((t_local[:b] + t_local[b:]) / 2).detach()))
+        keys = t_local if views == 1 else (t_local[:b] + t_local[b:]) / 2
+        update = (gather(batch.slots), gather(keys.detach()))
+    return loss, update, weights
+
+
+def _distill(ctx, batch, loss_name):
+    _, z_local, _ = ctx.nets.forward(batch.x)
+    t_local, probs = _teacher_keys(ctx, batch.x)
+    loss, update, weights = _contrast(ctx, z_local, t_local, probs, batch, loss_name)
     return StepResult(loss, {loss_name: loss}, bank_update=update, weights=weights)
+
+
+def step_standard(ctx, batch):
+    """CRD's benchmark: gamma CE + a KD + b L_distill on one view (`losses.student_objective`);
+    the embeddings are the student's and the teacher's linear heads, both trained here."""
+    cfg = ctx.cfg
+    _, z_local, logits = ctx.nets.forward(batch.x)
+    t_logits = distill = update = None
+    weights = {}
+    if ctx.teacher is not None:
+        with torch.inference_mode():
+            t_features = ctx.nets.teacher_features(batch.x)
+            t_logits = ctx.teacher.classifier(t_features).float()
+        t_logits = t_logits.clone()
+    if cfg["distill"] == "supcon":
+        distill = supcon_loss(gather_with_grad(z_local), gather(batch.labels), cfg["temperature"], validate=False)
+    elif cfg["distill"] in ("crd", "lwsupcrd"):
+        t_local = ctx.teacher.project(t_features.clone())
+        distill, update, weights = _contrast(ctx, z_local, t_local, torch.softmax(t_logits, dim=1), batch,
+                                             cfg["distill"])
+    loss, parts = student_objective(logits, batch.labels, t_logits, distill, cfg["gamma"], cfg["kd_weight"],
+                                    cfg["distill_weight"], cfg["kd_temperature"], validate=False)
+    return StepResult(loss, parts, (logits.argmax(1) == batch.labels).sum(), len(batch.labels),
+                      bank_update=update, weights=weights)
 
 
 STEPS: dict[str, Callable] = {
@@ -176,7 +211,20 @@ STEPS: dict[str, Callable] = {
     "supcon": step_supcon,
     "crd": lambda ctx, batch: _distill(ctx, batch, "crd"),
     "lwsupcrd": lambda ctx, batch: _distill(ctx, batch, "lw_supcrd"),
+    "standard": step_standard,
 }
+VIEWS = {"ce": 1, "standard": 1}  # augmented views per image (default 2: the contrastive students)
+
+
+def needs_teacher(cfg: dict) -> bool:
+    if cfg["method"] == "standard":
+        return bool(cfg["kd_weight"]) or cfg["distill"] in ("crd", "lwsupcrd")
+    return cfg["method"] in ("crd", "lwsupcrd")
+
+
+def trains_teacher_head(cfg: dict) -> bool:
+    """Whether the step trains the teacher's projection head with the student."""
+    return cfg["method"] in ("crd", "lwsupcrd") or cfg.get("distill") in ("crd", "lwsupcrd")
 
 
 @torch.no_grad()

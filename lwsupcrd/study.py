@@ -3,6 +3,7 @@ matches), the lock that lets several processes share a study, training, evaluati
 probe, the geometry analysis, and the results file."""
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import time
@@ -20,6 +21,8 @@ from .models import ModelWrapper
 from .options import StudyConfig
 from .probe import embed, linear_probe
 from .protocol import Run, build_study_runs
+from .published import REFERENCE_NORMALIZATION, load_teacher_file
+from .analysis import analyze_run, figure_paths
 from .train import check_frozen, fit, frozen_snapshot
 
 
@@ -36,19 +39,23 @@ class Study:
         self.settings = cfg.settings()
         self.runs = {r.name: r for r in (runs or build_study_runs(self.settings, cfg.seed_list()))}
         self.info = dataset_info(self.settings["dataset"])
+        self.standard = self.settings.get("protocol") == "standard"
+        if self.standard and self.info.name == "cifar100":  # the published teachers' preprocessing
+            self.info = dataclasses.replace(self.info, mean=REFERENCE_NORMALIZATION[0], std=REFERENCE_NORMALIZATION[1])
         self.device = resolve_device(cfg.device)
         self.out = Path(cfg.out_dir)
         self.models_dir = self.out / "pth_models"
         self.logs_dir = self.out / "json_results" / "training_logs"
         self.plots_dir = self.out / "plots"
-        self.results_path = (self.out / "json_results" /
-                             f"comprehensive_results_{self.settings['student_arch']}_{self.settings['dataset']}.json")
+        stem = (f"standard_results_{self.settings['teacher_arch']}-{self.settings['student_arch']}" if self.standard
+                else f"comprehensive_results_{self.settings['student_arch']}")
+        self.results_path = self.out / "json_results" / f"{stem}_{self.settings['dataset']}.json"
         self.models: dict[str, ModelWrapper] = {}
         self.fingerprints: dict[str, str] = {}
         self.results = self._read_results()
         self.touched: set[str] = set()
         self.full_train: Split | None = None
-        self.splits: dict[int, Split] = {}
+        self.splits: dict[tuple, Split] = {}
         self.train: Split | None = None  # the first seed's
         self.test: Split | None = None
 
@@ -70,20 +77,23 @@ class Study:
         self.full_train, self.test = full, test.to(self.device)
         self.train = self.split_of(s["seed"])
 
-    def split_of(self, seed: int) -> Split:
-        """The training split of this seed: with `train_subset`, a class-balanced subset drawn with
-        the seed, so that the spread over seeds includes the choice of images."""
-        if seed not in self.splits:
-            n = self.settings["train_subset"]
+    def split_of(self, seed: int, subset: int | None | str = "students") -> Split:
+        """The training split of this seed: with a subset size (default: the students'
+        `train_subset`), a class-balanced subset drawn with the seed, so that the spread over
+        seeds includes the choice of images; None: the whole split."""
+        n = self.settings["train_subset"] if subset == "students" else subset
+        if (seed, n) not in self.splits:
             split = balanced_subset(self.full_train, n, seed) if n else self.full_train
-            self.splits[seed] = split.to(self.device)
-        return self.splits[seed]
+            self.splits[seed, n] = split.to(self.device)
+        return self.splits[seed, n]
 
     def measure_floors(self) -> dict:
         """What a linear probe reads without any training, per seed's split and with the students'
         probe protocol: raw pixels, and a randomly initialised student. Every row is read against them."""
         s = self.settings
         floors = self.results.setdefault("floors", {})
+        if self.standard:  # scored by the student's own classifier, not a probe
+            return floors
         for seed in s["seeds"]:
             train = self.split_of(seed)
             if str(seed) in floors and floors[str(seed)].get("train_size") == len(train):
@@ -120,7 +130,8 @@ class Study:
         return ordered
 
     def run_config(self, run: Run) -> dict:
-        cfg = dict(run.cfg, train_size=len(self.split_of(run.cfg["seed"])), channels_last=self.device.type == "cuda")
+        train = self.split_of(run.cfg["seed"], run.cfg["train_subset"])
+        cfg = dict(run.cfg, train_size=len(train), channels_last=self.device.type == "cuda")
         if self.device.type == "cpu" and self.cfg.cpu_bf16:
             cfg["amp"] = True
         if run.requires:
@@ -257,6 +268,8 @@ class Study:
 
     def _train(self, run: Run, cfg: dict, path: Path):
         model = self._model(cfg)
+        if cfg["method"] == "published":
+            return self._read_teacher(run, cfg, path, model)
         teacher = None
         if cfg["method"] == "projection":
             model.load_state_dict(self.models[run.requires[0]].state_dict())
@@ -281,7 +294,7 @@ class Study:
             print(f"   epoch {row['epoch']}/{cfg['epochs']}: {shown} ({row['epoch_seconds']:.1f}s)")
 
         start = time.perf_counter()
-        train = self.split_of(cfg["seed"])
+        train = self.split_of(cfg["seed"], cfg["train_subset"])
         history = fit(run.name, cfg, model, train, self.info, self.device, teacher=teacher,
                       resume_path=path.with_suffix(".resume.pth"), on_epoch=on_epoch, progress=self.cfg.progress,
                       compile_mode=self.cfg.compile)
@@ -301,11 +314,24 @@ class Study:
         path.with_suffix(".resume.pth").unlink(missing_ok=True)
         return model, ckpt
 
+    def _read_teacher(self, run: Run, cfg: dict, path: Path, model: ModelWrapper):
+        """A teacher read from a file instead of trained; its test accuracy is measured here, before
+        any student trains."""
+        backbone = load_teacher_file(cfg["checkpoint"], cfg["arch"], cfg["num_classes"])
+        model.backbone.load_state_dict(backbone.state_dict())
+        metrics = self.evaluate(run, cfg, model)
+        print(f"   teacher read from {cfg['checkpoint']}: test top-1 {metrics['test_acc']:.2f}%")
+        env = {**environment(), "device": str(self.device)}
+        return model, save_checkpoint(path, model.state_dict(), cfg, metrics, env=env)
+
     def evaluate(self, run: Run, cfg: dict, model: ModelWrapper) -> dict:
         if run.stage == "projection":
             return {}
         cl = bool(cfg.get("channels_last"))
-        train = self.split_of(cfg["seed"])
+        if cfg.get("protocol") == "standard":  # top-1 of the model's own classifier, float32, last epoch
+            logits = embed(model, self.test.images, self.info, channels_last=cl, amp=False)[2]
+            return {"test_acc": float((logits.argmax(1) == self.test.labels).float().mean()) * 100}
+        train = self.split_of(cfg["seed"], cfg["train_subset"])
         start = time.perf_counter()
         train_f, _, _ = embed(model, train.images, self.info, channels_last=cl)
         test_f, _, test_logits = embed(model, self.test.images, self.info, channels_last=cl)
@@ -318,42 +344,13 @@ class Study:
         return metrics
 
     def figure_paths(self, name: str) -> dict[str, Path]:
-        return {"tsne": self.plots_dir / f"tsne_{name}.png", "hypersphere": self.plots_dir / f"{name}_hypersphere.html",
-                "alignment": self.plots_dir / f"{name}_alignment.png", "curves": self.plots_dir / f"{name}_curves.png",
-                "weights": self.plots_dir / f"{name}_weights.png"}
+        return figure_paths(self.plots_dir, name)
 
     def analyze(self, run: Run, model: ModelWrapper, cached: bool) -> None:
-        """Geometry metrics into the results entry and the run's figures; skipped for a cached run
-        whose metrics and figures exist, unless forced."""
-        from . import analysis, plots
-
-        entry = self.results["runs"][run.name]
-        figures = self.figure_paths(run.name)
-        log_path = self.logs_dir / f"{run.name}.json"
-        if not log_path.exists():
-            figures.pop("curves")
-        if not log_path.exists() or run.cfg["method"] != "lwsupcrd":
-            figures.pop("weights")
-        if (cached and "analysis" in entry and not self.cfg.force_analysis and not self.forced(run)
-                and all(p.exists() for p in figures.values())):
-            return
-        start = time.perf_counter()
-        cfg = entry["config"]
-        metrics, spaces = analysis.analyze(model, cfg["method"], self.test, self.info, cfg["seed"],
-                                           channels_last=bool(cfg.get("channels_last")))
-        shown = spaces[metrics["figure_space"]]
-        names = self.test.class_names
-        metrics["tsne"] = plots.tsne_figure(shown, names, run.name, figures["tsne"], cfg["seed"])
-        metrics["hypersphere"] = plots.hypersphere_page(shown, names, run.name, figures["hypersphere"], cfg["seed"])
-        plots.alignment_figure(shown, names, run.name, figures["alignment"], cfg["seed"])
-        if "curves" in figures:
-            plots.curves_figure(json.loads(log_path.read_text()), figures["curves"])
-        if "weights" in figures:
-            plots.weights_figure(json.loads(log_path.read_text()), figures["weights"])
-        metrics["figures"] = {k: str(p.relative_to(self.out)) if p.is_relative_to(self.out) else str(p)
-                              for k, p in figures.items()}
-        metrics["seconds"] = time.perf_counter() - start
-        entry["analysis"] = metrics
+        """Geometry metrics into the results entry and the run's figures (`analysis.analyze_run`);
+        the standard protocol scores the classifier only."""
+        if run.cfg.get("protocol") != "standard":
+            analyze_run(self, run, model, cached)
 
     def finish(self) -> tuple[str, list[Path]]:
         """Study-level figures and the report, from the results file alone: `(report text, figures)`."""

@@ -26,7 +26,8 @@ from .data import DatasetInfo, Split, crop_flip, crop_flip_params
 from .distributed import all_reduce_sum, average_gradients, current
 from .memory_bank import MomentumMemoryBank
 from .models import ModelWrapper
-from .steps import STEPS, Batch, Networks, StepContext, StepResult, teacher_bank_keys, weight_summary
+from .steps import (STEPS, VIEWS, Batch, Networks, StepContext, StepResult, needs_teacher, teacher_bank_keys,
+                    trains_teacher_head, weight_summary)
 
 RESUME_FORMAT = "lwsupcrd-resume-v1"
 
@@ -55,11 +56,11 @@ class Execution:
                    mark_cudagraph_steps=cuda and compile_mode == "reduce-overhead")
 
 
-def trainable_parameters(method: str, model: ModelWrapper, teacher: ModelWrapper | None) -> list[nn.Parameter]:
-    if method == "projection":
+def trainable_parameters(cfg: dict, model: ModelWrapper, teacher: ModelWrapper | None) -> list[nn.Parameter]:
+    if cfg["method"] == "projection":
         return list(model.projection.parameters())
     params = list(model.parameters())
-    if method in ("crd", "lwsupcrd"):
+    if trains_teacher_head(cfg):
         params += list(teacher.projection.parameters())
     return params
 
@@ -78,7 +79,9 @@ def build_scheduler(cfg: dict, optimizer) -> torch.optim.lr_scheduler.LRSchedule
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg["epochs"])
     if cfg["schedule"] == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
-    raise ValueError(f"unknown schedule {cfg['schedule']!r}; choose cosine or constant")
+    if cfg["schedule"] == "step":  # the references' lr x lr_decay at each milestone epoch
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg["lr_milestones"], gamma=cfg["lr_decay"])
+    raise ValueError(f"unknown schedule {cfg['schedule']!r}; choose cosine, constant or step")
 
 
 def rng_state(generator: torch.Generator) -> dict:
@@ -210,7 +213,7 @@ def _train_epoch(loop: Loop, epoch: int, train: Split, info: DatasetInfo, device
         loop.teacher.backbone.eval()
     n, batch_size = len(train), cfg["batch_size"]
     steps = n // batch_size
-    views = 1 if cfg["method"] == "ce" else 2
+    views = VIEWS.get(cfg["method"], 2)
     use_amp = cfg.get("amp", device.type == "cuda")  # bf16 autocast; losses and BatchNorm stay float32
     start = time.perf_counter()
     perm = torch.randperm(n, generator=loop.generator, device=device)
@@ -299,7 +302,7 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
     method = cfg["method"]
     if method not in STEPS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(STEPS)}")
-    if method in ("crd", "lwsupcrd") and teacher is None:
+    if needs_teacher(cfg) and teacher is None:
         raise ValueError(f"method {method} needs a teacher")
     n, batch_size = len(train), cfg["batch_size"]
     if not 2 <= batch_size <= n:
@@ -315,7 +318,7 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
         if cfg.get("bank_init", "random") == "teacher":  # a resumed run overwrites this with its saved bank
             bank.fill(teacher_bank_keys(teacher, train, info, bool(cfg.get("channels_last"))))
     execution = execution or Execution.for_device(device, compile_mode)
-    params = trainable_parameters(method, model, teacher)
+    params = trainable_parameters(cfg, model, teacher)
     optimizer = build_optimizer(cfg, params, execution.fused_optimizer)
     loop = Loop(run_name, cfg, model, teacher, bank, params, optimizer, build_scheduler(cfg, optimizer), generator,
                 execution)
