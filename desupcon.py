@@ -29,6 +29,7 @@
 # python desupcon.py --preset quick --dataset fashion-mnist --data-dir /usr/share/datasets/fashion-mnist
 # python desupcon.py --list                           # the runs, in order
 # python desupcon.py --only NAME[,NAME...]            # runs printed by --list (and what they need)
+# python desupcon.py --protocol standard --pair resnet32x4-resnet8x4   # CRD's CIFAR-100 benchmark
 # ```
 #
 # Finished runs are cached in `pth_models/` and reused when their configuration matches; set
@@ -40,7 +41,8 @@
 # %% tags=["parameters"]
 FORCE_RETRAIN = False  # True: retrain every run; or a list of stages / run-name patterns, e.g. ["student_alpha_*"]
 FORCE_RETRAIN_BANK_ABLATION = False  # retrain only the memory-bank ablation runs
-PRESET = "paper"  # paper | quick | evidence | smoke
+PROTOCOL = "lwsupcrd"  # lwsupcrd: the original study | standard: CRD's CIFAR-100 distillation benchmark
+PRESET = "paper"  # paper | quick | evidence | smoke (standard protocol: paper | smoke)
 DATASET = None  # None: the preset's (cifar100); or cifar10, fashion-mnist
 DATA_DIR = "data"  # where the dataset lives (or is downloaded to)
 OUT_DIR = "."  # root of pth_models/, json_results/, plots/
@@ -59,7 +61,7 @@ from lwsupcrd.study import Study
 from lwsupcrd.data import DataError
 from lwsupcrd.train import NonFiniteError, TrainingInterrupted
 
-config = parse_args(None, StudyConfig(preset=PRESET, dataset=DATASET, data_dir=DATA_DIR, out_dir=OUT_DIR,
+config = parse_args(None, StudyConfig(protocol=PROTOCOL, preset=PRESET, dataset=DATASET, data_dir=DATA_DIR, out_dir=OUT_DIR,
                                       device=DEVICE, seed=SEED, force_retrain=FORCE_RETRAIN,
                                       force_retrain_bank_ablation=FORCE_RETRAIN_BANK_ABLATION))
 

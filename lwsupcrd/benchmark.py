@@ -55,7 +55,7 @@ def conditions(results: dict) -> str:
             f"device {', '.join(device)}; torch {env.get('torch', '?')}")
 
 
-def standard_table(all_results: list[dict]) -> str:
+def standard_table(all_results: list[dict], conditions_of: bool = True) -> str:
     """CRD's Table 1 layout for these results files, one pair of columns per file."""
     header = ["Method"]
     columns = []
@@ -72,11 +72,18 @@ def standard_table(all_results: list[dict]) -> str:
             theirs = published.get(method)
             cells += [_ours(by_method.get(method)), "–" if theirs is None else f"{theirs:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    notes = [f"- {conditions(r)}" for r in all_results]
+    notes = [f"- {conditions(r)}" for r in all_results] if conditions_of else []
     return "\n".join(lines + [""] + notes + [
         "- ours: top-1 (%) of the student's own classifier on the test split at the last epoch, mean ± std "
         "over seeds (n given when > 1); published: CRD (Tian et al., ICLR 2020), Table 1, as in RepDistiller's "
         "README; – where that table has no entry or we have no run."])
+
+
+def published_table() -> str:
+    """The layout with the published numbers of every pair and no number of ours (the README's)."""
+    empty = [{"settings": dict(zip(("teacher_arch", "student_arch"), pair.split("-"))), "runs": {}}
+             for pair in PUBLISHED]
+    return "\n".join(standard_table(empty, conditions_of=False).splitlines()[:2 + len(ROWS)])
 
 
 def build_standard_report(results: dict) -> str:

@@ -93,12 +93,13 @@ def standard_estimate(study, batch: int = 16) -> list[str]:
         seconds = time.perf_counter() - start
     rate = batch * (3 * f[s["student_arch"]] + f[s["teacher_arch"]]) / seconds
     n = len(study.train)
-    lines = [f"time estimate on {study.device} ({rate / 1e12:.3g} TFLOP/s measured on one student step, batch {batch}):"]
+    lines = [f"time estimate on {study.device} ({rate / 1e9:.3g} GFLOP/s measured on one step of the student "
+             f"with its teacher, batch {batch}):"]
     for run in study.runs.values():
         c = run.cfg
         if c["method"] == "published":
             continue
         per_image = 3 * f[c["arch"]] + (f[s["teacher_arch"]] if run.teacher else 0)
         total = c["epochs"] * n * per_image
-        lines.append(f"  {run.name}: {total / 1e15:.3g} PFLOP, about {total / rate / 3600:.2g} h")
+        lines.append(f"  {run.name}: {total / 1e12:.4g} TFLOP, about {total / rate / 3600:.2g} h")
     return lines

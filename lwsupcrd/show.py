@@ -49,7 +49,7 @@ def describe(runs: list) -> str:
     text = (f"*{len(runs)} run(s): {c['arch']}, {c['epochs']} epochs, {c['optimizer']} lr {c['lr']:g}, weight decay "
             f"{c['weight_decay']:g}, {c['schedule']} schedule, batch {c['batch_size']}, {c['proj_head']} projection "
             f"head, seed {c['seed']}")
-    if c.get("protocol") == "standard":
+    if any(r.cfg["method"] == "standard" for r in runs):
         from .benchmark import ROWS, method_of
 
         text += ("; student loss gamma CE + a KD + b distill (gamma, a, b): " + ", ".join(

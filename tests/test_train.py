@@ -73,3 +73,37 @@ def test_bank_initialisation_changes_the_first_epoch_only_through_the_bank(init)
         assert runs["random"]["loss"] == runs[init]["loss"]
     else:
         assert runs["random"]["loss"] != runs["teacher"]["loss"]
+
+
+@pytest.mark.parametrize("distill,kd", [("none", 0.0), ("none", 0.9), ("supcon", 0.0), ("crd", 1.0),
+                                        ("lwsupcrd", 1.0)])
+def test_standard_step_trains_each_distillation_term(distill, kd):
+    """The standard protocol's step on one view: its parts are the weighted terms, the teacher's
+    embedding head trains only with a term that uses it, and the backbone of the teacher stays put."""
+    from lwsupcrd.train import check_frozen, frozen_snapshot
+
+    bank = dict(bank_negatives=16, bank_momentum=0.5, bank_init="random") if distill in ("crd", "lwsupcrd") else {}
+    cfg, student, teacher, train, info = tiny(method="standard", optimizer="sgd", lr=0.05, momentum=0.9,
+                                              schedule="step", lr_milestones=[1], lr_decay=0.1, gamma=1.0,
+                                              kd_weight=kd, distill=distill,
+                                              distill_weight=0.0 if distill == "none" else 0.8,
+                                              kd_temperature=4.0, **bank)
+    head = copy.deepcopy(teacher.projection.state_dict())
+    frozen = frozen_snapshot(teacher.backbone)
+    row = fit("s", cfg, student, train, info, CPU, teacher=teacher, progress=False)[0]
+    assert {"ce"} | ({"kd"} if kd else set()) | ({"distill"} if distill != "none" else set()) <= set(row)
+    assert ("kd" in row) == bool(kd) and ("distill" in row) == (distill != "none")
+    assert row["loss"] == pytest.approx(row["ce"] + kd * row.get("kd", 0) + 0.8 * row.get("distill", 0), rel=1e-5)
+    assert 0 <= row["train_acc"] <= 100 and row["images_per_second"] > 0
+    moved = any(not torch.equal(v, teacher.projection.state_dict()[k]) for k, v in head.items())
+    assert moved == (distill in ("crd", "lwsupcrd"))
+    check_frozen("s", frozen, teacher.backbone)
+
+
+def test_a_standard_student_without_teacher_terms_needs_no_teacher():
+    cfg, student, _, train, info = tiny(method="standard", gamma=1.0, kd_weight=0.0, distill="none",
+                                        distill_weight=0.0, kd_temperature=4.0)
+    assert fit("v", cfg, student, train, info, CPU, progress=False)[0]["ce"] > 0
+    cfg["kd_weight"] = 0.9
+    with pytest.raises(ValueError, match="needs a teacher"):
+        fit("v", cfg, student, train, info, CPU, progress=False)

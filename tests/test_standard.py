@@ -1,0 +1,146 @@
+"""The standard protocol (CRD's CIFAR-100 benchmark): its runs, its recipe, a published teacher,
+the Table-1 layout, and a smoke run of every method end to end."""
+import json
+
+import pytest
+import torch
+
+from helpers import cached_runs, run_script, trained_runs
+from lwsupcrd.benchmark import ROWS, method_of, standard_table
+from lwsupcrd.data import write_cifar_like
+from lwsupcrd.machine import forward_flops
+from lwsupcrd.models import create_model
+from lwsupcrd.options import StudyConfig, validate
+from lwsupcrd.protocol import PUBLISHED, STANDARD_METHODS, STANDARD_PRESETS, build_standard_runs
+from lwsupcrd.published import reference_state
+from lwsupcrd.train import build_optimizer, build_scheduler
+
+
+def settings(**kw):
+    return StudyConfig(protocol="standard", preset="smoke", **kw).settings()
+
+
+def test_every_method_is_a_run_with_the_references_weights():
+    runs = build_standard_runs(settings(pair="resnet32x4-resnet8x4"))
+    teacher, students = runs[0], runs[1:]
+    assert teacher.stage == "teacher" and teacher.cfg["arch"] == "resnet32x4" and teacher.cfg["method"] == "ce"
+    assert [method_of(r.cfg) for r in students] == list(STANDARD_METHODS)
+    for r in students:
+        c = r.cfg
+        assert (c["arch"], c["batch_size"], c["optimizer"], c["lr"], c["weight_decay"], c["schedule"]) == \
+               ("resnet8x4", 32, "sgd", 0.05, 5e-4, "step")
+        assert c["proj_dim"] == 128 and c["proj_head"] == "linear" and c["kd_temperature"] == 4.0
+        assert (r.teacher is None) == (method_of(c) == "vanilla")
+        assert ("bank_negatives" in c) == (c["distill"] in ("crd", "lwsupcrd"))
+    kd = next(r.cfg for r in students if method_of(r.cfg) == "kd")
+    assert (kd["gamma"], kd["kd_weight"], kd["distill_weight"]) == (0.1, 0.9, 0.0)
+    paper = STANDARD_PRESETS["paper"]
+    assert (paper["student_epochs"], paper["batch_size"], paper["lr"], tuple(paper["lr_milestones"])) == \
+           (240, 64, 0.05, (150, 180, 210))
+
+
+def test_step_schedule_decays_at_the_milestones():
+    p = torch.nn.Parameter(torch.zeros(1))
+    cfg = dict(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="step", lr_milestones=[2, 4],
+               lr_decay=0.1, epochs=5)
+    opt = build_optimizer(cfg, [p])
+    sched = build_scheduler(cfg, opt)
+    lrs = []
+    for _ in range(5):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.05, 0.05, 0.005, 0.005, 0.0005])
+
+
+def test_flops_order_the_networks():
+    small, large = (forward_flops(a, 100, 3, 32) for a in ("resnet8x4", "resnet32x4"))
+    assert 0 < small < large
+    assert forward_flops("resnet32x4", 100, 3, 32) == pytest.approx(1.08e9 * 2, rel=0.1)  # ~1.08 G multiply-adds
+
+
+def test_bad_standard_options_are_named_before_any_work(tmp_path):
+    def error(**kw):
+        with pytest.raises(ValueError) as err:
+            validate(StudyConfig(protocol="standard", preset="smoke", out_dir=str(tmp_path), **kw))
+        assert "\n" not in str(err.value)
+        return str(err.value)
+
+    assert "--pair 'resnet32x4'" in error(pair="resnet32x4")
+    assert "no such file" in error(teacher_checkpoint=str(tmp_path / "missing.pth"))
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"model": reference_state("resnet8", create_model("resnet8", 100))}, wrong)
+    assert "does not fit resnet14" in error(teacher_checkpoint=str(wrong))
+    with pytest.raises(ValueError, match="belongs to the standard protocol"):
+        validate(StudyConfig(preset="smoke", out_dir=str(tmp_path), teacher_checkpoint=str(wrong)))
+    with pytest.raises(ValueError, match="unknown preset 'evidence' for the standard protocol"):
+        validate(StudyConfig(protocol="standard", preset="evidence", out_dir=str(tmp_path)))
+
+
+def results_of(pair, accs):
+    """A results file of the standard protocol with the given per-seed accuracies per method."""
+    runs = {}
+    for method, values in accs.items():
+        for seed, acc in enumerate(values):
+            cfg = dict(STANDARD_METHODS.get(method, {}), method="ce" if method == "teacher" else "standard", seed=seed)
+            runs[f"{method}_seed{seed}"] = {"stage": "teacher" if method == "teacher" else "distillation",
+                                           "base": method, "config": cfg, "metrics": {"test_acc": acc}}
+    t, s = pair.split("-")
+    return {"settings": dict(STANDARD_PRESETS["paper"], teacher_arch=t, student_arch=s, preset="paper"),
+            "runs": runs, "environment": {"torch": "x"}}
+
+
+def test_table_sets_ours_beside_the_published_numbers():
+    results = results_of("resnet56-resnet20", {"teacher": [72.0, 72.5], "vanilla": [69.0, 69.5],
+                                               "lwsupcrd_kd": [71.0, 72.0]})
+    table = standard_table([results, results_of("wrn_40_2-wrn_16_2", {"kd": [74.0]})])
+    lines = table.splitlines()
+    assert lines[0] == ("| Method | resnet56 → resnet20: ours | published (CRD) | wrn_40_2 → wrn_16_2: ours | "
+                        "published (CRD) |")
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in lines[2:2 + len(ROWS)]}
+    assert "72.25 ± 0.35 (n=2) | 72.34 |" in rows["Teacher"]
+    assert "71.50 ± 0.71 (n=2) | – |" in rows["LW-SupCRD+KD"]  # no published number: a dash, never ours
+    assert f"| 74.00 | {PUBLISHED['wrn_40_2-wrn_16_2']['kd']:.2f} |" in rows["KD"]
+    assert "| – | 71.16 |" in rows["CRD"]  # published, and no run of ours
+    assert "InfoNCE over teacher keys" in table and "full training split" in table
+
+
+@pytest.mark.slow
+def test_smoke_run_of_every_method_then_a_published_teacher(tmp_path):
+    data = write_cifar_like(tmp_path / "data", train_per_class=5, test_per_class=2)
+    out = tmp_path / "out"
+    args = ("--protocol", "standard", "--preset", "smoke", "--data-dir", data, "--out-dir", out)
+    first = run_script(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "TFLOP, about" in first.stdout  # the time estimate, before anything trains
+    assert first.stdout.index("TFLOP") < first.stdout.index("== std_teacher")
+    assert len(trained_runs(first.stdout)) == 1 + len(STANDARD_METHODS)
+    results = json.loads((out / "json_results" / "standard_results_resnet14-resnet8_cifar100.json").read_text())
+    for name, entry in results["runs"].items():
+        assert 0 <= entry["metrics"]["test_acc"] <= 100, name
+        assert "analysis" not in entry  # scored by the classifier only
+    logs = {p.stem: json.loads(p.read_text()) for p in (out / "json_results" / "training_logs").glob("*.json")}
+    crd_kd = next(v for k, v in logs.items() if k.startswith("std_crd_kd"))
+    assert {"ce", "kd", "distill"} <= set(crd_kd["epochs"][-1]) and crd_kd["epochs"][-1]["lr"] == pytest.approx(0.005)
+    report = (out / "json_results" / "REPORT.md").read_text()
+    assert "resnet14 → resnet8: ours" in report and "LW-SupCRD+KD" in report
+
+    again = run_script(*args)
+    assert again.returncode == 0 and trained_runs(again.stdout) == []
+    assert len(cached_runs(again.stdout)) == 1 + len(STANDARD_METHODS)
+
+    teacher = tmp_path / "ckpt_epoch_240.pth"  # as RepDistiller's train_teacher.py saves it
+    torch.save({"epoch": 240, "model": reference_state("resnet14", create_model("resnet14", 100)),
+                "accuracy": torch.tensor(1.0), "optimizer": {"state": {}, "param_groups": []}}, teacher)
+    published = run_script(*args, "--teacher-checkpoint", teacher, "--only", "std_kd_resnet8_from_resnet14_cifar100")
+    assert published.returncode == 0, published.stderr[-3000:]
+    assert f"teacher read from {teacher}: test top-1" in published.stdout
+    assert trained_runs(published.stdout) == ["std_teacher_resnet14_cifar100_published",
+                                              "std_kd_resnet8_from_resnet14_cifar100"]
+
+
+def test_readme_shows_the_table_layout_with_the_published_numbers():
+    from helpers import ROOT
+    from lwsupcrd.benchmark import published_table
+
+    assert published_table() in (ROOT / "README.md").read_text()
