@@ -66,3 +66,19 @@ def test_a_file_with_pickled_objects_is_refused_without_running_it(tmp_path):
         load_published(path, "resnet8")
     with pytest.raises(ValueError, match="no published checkpoints for 'resnet18'"):
         load_published(path, "resnet18")
+
+
+def test_one_of_our_checkpoints_is_a_teacher_file_too(tmp_path):
+    from lwsupcrd.checkpoint import save_checkpoint
+    from lwsupcrd.models import ModelWrapper
+    from lwsupcrd.published import load_teacher_file
+
+    cfg = dict(arch="resnet8x4", num_classes=100, proj_head="linear", proj_dim=128)
+    torch.manual_seed(1)
+    ours = ModelWrapper.from_config(cfg)
+    path = tmp_path / "teacher.pth"
+    save_checkpoint(path, ours.state_dict(), cfg, {}, env={})
+    loaded = load_teacher_file(path, "resnet8x4", 100)
+    assert all(torch.equal(v, ours.backbone.state_dict()[k]) for k, v in loaded.state_dict().items())
+    with pytest.raises(CheckpointError, match="holds a resnet8x4, not a resnet32x4"):
+        load_teacher_file(path, "resnet32x4", 100)
