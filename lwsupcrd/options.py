@@ -121,8 +121,9 @@ def parse_override(preset: str, text: str, protocol: str = "lwsupcrd") -> tuple[
     optional number); anything else is one ValueError naming the key and what it takes."""
     key, sep, raw = text.partition("=")
     defaults = PROTOCOLS[protocol][0][preset]
-    if not sep or key not in defaults or key in ("seed", "seeds"):
-        choices = ", ".join(k for k in defaults if k not in ("seed", "seeds"))
+    flags = ("seed", "seeds", "teacher_checkpoint")  # set by their own flags
+    if not sep or key not in defaults or key in flags:
+        choices = ", ".join(k for k in defaults if k not in flags)
         raise ValueError(f"--set {text!r}: expected KEY=VALUE with KEY one of {choices}")
     default = defaults[key]
     try:

@@ -7,6 +7,9 @@ from lwsupcrd.models import ModelWrapper
 CFG = dict(method="lwsupcrd", arch="resnet8", epochs=1, batch_size=16, optimizer="adam", lr=1e-3, weight_decay=0.0,
            schedule="constant", temperature=0.07, alpha=1.0, beta=10.0, adaptive_beta=True, bank_negatives=8,
            bank_momentum=0.5, seed=0)
+# the standard protocol's richest student: CE + KD + LW-SupCRD with the bank, on one view
+STANDARD_CFG = dict(CFG, method="standard", gamma=1.0, kd_weight=1.0, kd_temperature=4.0, distill="lwsupcrd",
+                    distill_weight=0.8)
 
 
 def make_split():

@@ -1,5 +1,6 @@
 """One rank of the 2-process test (launched by torchrun from test_distributed.py): one
-LW-SupCRD + bank step on a fixed global batch; writes what the test compares."""
+LW-SupCRD + bank step (or, with `standard`, the standard protocol's CE + KD + LW-SupCRD + bank
+step) on a fixed global batch; writes what the test compares."""
 import sys
 from pathlib import Path
 
@@ -10,20 +11,20 @@ from lwsupcrd.distributed import init_from_env  # noqa: E402
 from lwsupcrd.memory_bank import MomentumMemoryBank  # noqa: E402
 from lwsupcrd.train import fit  # noqa: E402
 
-from ddp_setup import CFG, make_models, make_split  # noqa: E402
+from ddp_setup import CFG, STANDARD_CFG, make_models, make_split  # noqa: E402
 
 
-def main(out: Path):
+def main(out: Path, cfg: dict):
     ddp = init_from_env("cpu")
     torch.set_num_threads(1)
     train, info = make_split()
     student, teacher = make_models()
-    bank = MomentumMemoryBank(len(train), 64, train.labels, momentum=CFG["bank_momentum"], seed=CFG["seed"])
-    history = fit("ddp", CFG, student, train, info, torch.device("cpu"), teacher=teacher, progress=False, bank=bank,
+    bank = MomentumMemoryBank(len(train), 64, train.labels, momentum=cfg["bank_momentum"], seed=cfg["seed"])
+    history = fit("ddp", cfg, student, train, info, torch.device("cpu"), teacher=teacher, progress=False, bank=bank,
                   resume_path=out / "ddp.resume.pth")
     torch.save({"loss": history[0]["loss"], "bank": bank.keys.clone(), "student": student.state_dict(),
                 "world": ddp.world_size}, out / f"rank{ddp.rank}.pth")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), STANDARD_CFG if sys.argv[2:] == ["standard"] else CFG)
