@@ -74,11 +74,12 @@ def forward_flops(arch: str, num_classes: int, in_channels: int, size: int) -> i
     return counter.get_total_flops()
 
 
-def standard_estimate(study, batch: int = 16) -> list[str]:
+def standard_estimate(study) -> list[str]:
     """Each run's time on this device: its FLOPs (epochs x images x (3 x the trained network's
     forward + the frozen teacher's forward)) over the FLOP rate measured on one training step of
-    the student with its teacher here."""
+    the student with its teacher here (at the run's batch on a GPU; 16 images on a CPU)."""
     s, info = study.settings, study.info
+    batch = s["batch_size"] if study.device.type == "cuda" else 16
     f = {a: forward_flops(a, info.num_classes, info.channels, info.size) for a in (s["teacher_arch"], s["student_arch"])}
     student = create_model(s["student_arch"], info.num_classes, info.channels).to(study.device)
     teacher = create_model(s["teacher_arch"], info.num_classes, info.channels).to(study.device).eval()
