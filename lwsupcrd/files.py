@@ -3,6 +3,7 @@ one, never half of one), JSON made strict, and the provenance (library versions,
 commit) recorded beside every result."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -67,3 +68,12 @@ def environment() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         pass
     return env
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (a teacher file's identity in its run's config)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import copy
 import fnmatch
-import hashlib
 import json
 import os
 import shlex
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .data import DATASETS, dataset_info
+from .files import file_sha256
 from .machine import cpp_compiler, resolve_device
 from .models import MODEL_REGISTRY
 from .protocol import PRESETS, STAGES, STANDARD_PRESETS, STANDARD_STAGES, SWEEP_CENTRE, Run, build_study_runs
@@ -30,14 +30,6 @@ def option(default, help: str = "", **flag):
 
 
 PROTOCOLS = {"lwsupcrd": (PRESETS, STAGES), "standard": (STANDARD_PRESETS, STANDARD_STAGES)}
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
