@@ -22,14 +22,14 @@ PRESETS: dict[str, dict] = {
     # the original protocol: CIFAR-100, ResNet-50 -> ResNet-18
     "paper": dict(dataset="cifar100", teacher_arch="resnet50", student_arch="resnet18", train_subset=None,
                   teacher_epochs=200, teacher_lr=0.1, projection_epochs=10, student_epochs=50, batch_size=128,
-                  student_lr=1e-3, student_weight_decay=0.0, student_schedule="constant", proj_head="linear",
-                  bank_negatives=4096, bank_init_pair=True, probe_epochs=30, bank_ablation=True, seed=42,
+                  student_batch_size=None, student_lr=1e-3, student_weight_decay=0.0, student_schedule="constant",
+                  proj_head="linear", bank_negatives=4096, bank_init_pair=True, probe_epochs=30, bank_ablation=True, seed=42,
                   seeds=None, **_PAPER_GRID),
     # CPU-sized: small CIFAR ResNets, a class-balanced subset, few epochs, the main comparison only
     "quick": dict(dataset="cifar100", teacher_arch="resnet20", student_arch="resnet8", train_subset=12_000,
                   teacher_epochs=12, teacher_lr=0.1, projection_epochs=2, student_epochs=4, batch_size=128,
-                  student_lr=2e-3, student_weight_decay=0.0, student_schedule="constant", proj_head="linear",
-                  bank_negatives=4096, bank_init_pair=True, probe_epochs=15, bank_ablation=False, seed=0,
+                  student_batch_size=None, student_lr=2e-3, student_weight_decay=0.0, student_schedule="constant",
+                  proj_head="linear", bank_negatives=4096, bank_init_pair=True, probe_epochs=15, bank_ablation=False, seed=0,
                   seeds=None, alpha_sweep=(1.0, 5.0), beta_sweep=(), tau_sweep=(), alpha_modes=("weight", "logit")),
     # real images on 2 CPU cores: every comparison the evidence needs, three seeds, students that
     # clear the raw-pixel floor; every student shares the bank ablation's schedule, so the bank
@@ -37,15 +37,15 @@ PRESETS: dict[str, dict] = {
     # split (a resnet20 on 10k images stays near 90.7%); the students and their probes on 10k.
     "evidence": dict(dataset="fashion-mnist", teacher_arch="resnet20", student_arch="resnet8", train_subset=10_000,
                      teacher_train_subset=None, teacher_epochs=5, teacher_lr=0.1, projection_epochs=2, student_epochs=6, batch_size=128,
-                     student_lr=2e-3, student_weight_decay=1e-4, student_schedule="cosine", proj_head="linear",
+                     student_batch_size=64, student_lr=5e-3, student_weight_decay=1e-4, student_schedule="cosine", proj_head="linear",
                      bank_negatives=4096, bank_init_pair=False, probe_epochs=15, bank_ablation=False, seed=0,
                      seeds=(0, 1, 2), alpha_sweep=(1.0,), beta_sweep=(), tau_sweep=(),
                      alpha_modes=("weight", "logit")),
     # seconds: every run of the protocol on a tiny budget, for tests
     "smoke": dict(dataset="cifar100", teacher_arch="resnet8", student_arch="resnet8", train_subset=1000,
                   teacher_epochs=1, teacher_lr=0.05, projection_epochs=1, student_epochs=1, batch_size=32,
-                  student_lr=1e-3, student_weight_decay=0.0, student_schedule="constant", proj_head="linear",
-                  bank_negatives=64, bank_init_pair=True, probe_epochs=2, bank_ablation=True, seed=0, seeds=None,
+                  student_batch_size=None, student_lr=1e-3, student_weight_decay=0.0, student_schedule="constant",
+                  proj_head="linear", bank_negatives=64, bank_init_pair=True, probe_epochs=2, bank_ablation=True, seed=0, seeds=None,
                   **_PAPER_GRID),
 }
 
@@ -110,6 +110,7 @@ def build_runs(settings: dict) -> list[Run]:
                                      temperature=c["temperature"]), (teacher_name,)),
     ]
     student = dict(common, arch=s, epochs=settings["student_epochs"], optimizer="adam", lr=settings["student_lr"],
+                   batch_size=settings.get("student_batch_size") or settings["batch_size"],
                    weight_decay=settings["student_weight_decay"], schedule=settings["student_schedule"])
 
     def distilled(name, stage, cfg, **kw):
