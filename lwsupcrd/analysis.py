@@ -1,5 +1,6 @@
-"""Geometry of each trained model's representations on the test split, and `analyze_run`, which
-records a run's metrics in the results and has `plots` draw its figures."""
+"""Geometry of each trained model's representations on the test split; `analyze_run`, which
+records a run's metrics in the results and has `plots` draw its figures; and the study's own
+figures, drawn from the results file alone (`study_figures`)."""
 from __future__ import annotations
 
 import json
@@ -121,3 +122,42 @@ def analyze_run(study, run, model: ModelWrapper, cached: bool) -> None:
                           for k, p in figures.items()}
     metrics["seconds"] = time.perf_counter() - start
     entry["analysis"] = metrics
+
+
+def study_figures(results: dict, plots_dir: Path) -> list[Path]:
+    """The study-level figures, from the results file alone: accuracy along each sweep, each bank
+    run beside its matched control, and alignment against uniformity of every run (projection)."""
+    from . import plots
+    from .report import Report, label
+
+    r = Report(results)
+    written = []
+    centre = results["settings"].get("sweep_centre", {})
+    series = {}
+    for key, mode in (("alpha", "weight"), ("alpha", "logit"), ("beta", "weight"), ("temperature", "weight")):
+        fixed = {k: v for k, v in centre.items() if k != key}
+        pts = sorted((g.config[key], g.stats("probe_test_acc")[0]) for g in r.scored(
+            lambda g: g.stage == "lwsupcrd" and g.config.get("alpha_mode", "weight") == mode
+            and all(g.config[k] == v for k, v in fixed.items())))
+        if len(pts) >= 2:
+            series[f"{key} ({mode})" if key == "alpha" else key] = pts
+    if series:
+        written.append(plots.sweep_figure(series, plots_dir / "sweeps_accuracy.png"))
+    pairs = [(label(g).replace(" (wd 1e-4, cosine)", ""), r.control_of(g).stats("probe_test_acc")[0],
+              g.stats("probe_test_acc")[0]) for g in r.scored(lambda g: g.config.get("bank_negatives") is not None)
+             if r.control_of(g) is not None and r.control_of(g).stats("probe_test_acc") is not None]
+    if pairs:
+        written.append(plots.bank_figure(pairs, plots_dir / "bank_ablation.png"))
+    points = []
+    for g in sorted(r.groups.values(), key=lambda g: (g.stage != "teacher", g.base)):
+        if g.stage == "projection":
+            continue
+        head = r.head if g.stage == "teacher" and r.head is not None else g
+        a, u = head.stats("class_alignment"), head.stats("uniformity")
+        if a is not None and u is not None:
+            trained = head.first.get("analysis", {}).get("projection_head_trained", True)
+            points.append((label(g), a[0], u[0], trained))
+    if points:
+        written.append(plots.geometry_figure(points, "L2-normalised projection; hollow: untrained head",
+                                             plots_dir / "alignment_uniformity.png"))
+    return written

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .protocol import PUBLISHED, STANDARD_METHODS
-from .report import Group, groups_of
+from .groups import Group, groups_of
 
 ROWS = {"teacher": "Teacher", "vanilla": "Student (vanilla)", "kd": "KD", "crd": "CRD", "crd_kd": "CRD+KD",
         "lwsupcrd": "LW-SupCRD", "lwsupcrd_kd": "LW-SupCRD+KD"}

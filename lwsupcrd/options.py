@@ -192,13 +192,14 @@ def validate(cfg: StudyConfig) -> list[Run]:
     for key in ("teacher_arch", "student_arch"):
         if s[key] not in MODEL_REGISTRY:
             raise ValueError(f"unknown {key.replace('_', ' ')} {s[key]!r}; choose from {', '.join(sorted(MODEL_REGISTRY))}")
-    if s["batch_size"] < 2:
-        raise ValueError(f"batch size must be >= 2 (contrastive losses need pairs), got {s['batch_size']}")
     if s["student_epochs"] < 1:
         raise ValueError(f"epochs must be >= 1, got {s['student_epochs']}")
     train_size = s["train_subset"] or DATASETS[s["dataset"]].train_size
-    if s["batch_size"] > train_size:
-        raise ValueError(f"batch size {s['batch_size']} exceeds the training set ({train_size} images)")
+    for key in ("batch_size", "student_batch_size"):
+        if s.get(key) is not None and s[key] < 2:
+            raise ValueError(f"{key.replace('_', ' ')} must be >= 2 (contrastive losses need pairs), got {s[key]}")
+        if s.get(key) is not None and s[key] > train_size:
+            raise ValueError(f"{key.replace('_', ' ')} {s[key]} exceeds the training set ({train_size} images)")
     if s["bank_negatives"] > train_size:
         raise ValueError(f"bank negatives {s['bank_negatives']} exceed the bank size (one slot per training "
                          f"image: {train_size})")

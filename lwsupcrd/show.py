@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .report import Report, _table, label
+from .groups import markdown_table
+from .report import Report, label
 
 # per-run figures shown as grids (each run's alignment figure and hypersphere page stay in plots/)
 FIGURE_KINDS = {"tsne": "t-SNE (projection)", "curves": "training curves", "weights": "LW-SupCRD weights"}
@@ -37,7 +38,7 @@ def stage_table(results: dict, names: list[str]) -> str:
         geometry = [_fmt(value) for value in _geometry(entry, r)]
         rows.append([label(g), f"`{name}`"] + [_fmt(m.get(k), 2) for k in ("probe_test_acc", "probe_train_acc",
                                                                            "probe_gap")] + [delta] + geometry)
-    return _table(["Method", "Run", "Test acc (%)", "Train acc (%)", "Gap", "Δ vs SupCon", "Align. proj. ↓",
+    return markdown_table(["Method", "Run", "Test acc (%)", "Train acc (%)", "Gap", "Δ vs SupCon", "Align. proj. ↓",
                    "Unif. proj. ↓", "Align. backbone ↓", "Unif. backbone ↓"], rows)
 
 
@@ -119,13 +120,14 @@ def show_probe(study) -> None:
     """Every run's linear-probe accuracy beside SupCon's, and the floors (the original protocol)."""
     if study.standard:
         return
-    supcon = next((r["metrics"].get("probe_test_acc") for r in study.results["runs"].values()
-                   if r["stage"] == "baselines" and r["config"]["method"] == "supcon"), None)
+    r = Report(study.results)
+    supcon = r.supcon.by_seed("probe_test_acc") if r.supcon else {}  # each run against its own seed's SupCon
     print(f"{'run':64s} {'test':>7s} {'train':>7s} {'gap':>7s} {'vs SupCon':>9s}")
     for name in study.order():
-        m = study.results["runs"].get(name, {}).get("metrics", {})
+        entry = study.results["runs"].get(name, {})
+        m, seed = entry.get("metrics", {}), entry.get("config", {}).get("seed")
         if "probe_test_acc" in m:
-            delta = f"{m['probe_test_acc'] - supcon:+.2f}" if supcon is not None else ""
+            delta = f"{m['probe_test_acc'] - supcon[seed]:+.2f}" if seed in supcon else ""
             print(f"{name:64s} {m['probe_test_acc']:7.2f} {m['probe_train_acc']:7.2f} {m['probe_gap']:7.2f} {delta:>9s}")
     for seed, f in study.results.get("floors", {}).items():
         print(f"floors (seed {seed}, {f['train_size']} images): raw pixels {f['raw_pixels']:.2f}, "

@@ -354,7 +354,8 @@ class Study:
 
     def finish(self) -> tuple[str, list[Path]]:
         """Study-level figures and the report, from the results file alone: `(report text, figures)`."""
-        from .report import study_figures, write_report
+        from .analysis import study_figures
+        from .report import write_report
 
         if not distributed.current().main:
             return "", []

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from helpers import ROOT
 from lwsupcrd.analysis import Embeddings, geometry
-from lwsupcrd.report import build_report
+from lwsupcrd.report import README_BEGIN, README_END, build_report, readme_section
 from lwsupcrd.protocol import PRESETS, build_runs
 
 
@@ -93,14 +93,76 @@ def test_report_numbers_come_from_the_results():
     }
     report = build_report({"settings": settings, "runs": runs,
                            "floors": {"0": {"train_size": 10, "raw_pixels": 40.0, "random_student": 30.0}}})
-    assert "| 52.50 | +2.50 |" in report
-    assert "| 50.00 | +0.00 | 0.5000 | -2.0000 | 0.2500 | -1.5000 |" in report  # projection first, then backbone
-    assert "| 90.00 | +40.00 | 0.7000 | -3.3000 | 0.3000 | -1.0000 |" in report  # the teacher's distillation head
+    assert "| 52.50 | +2.50 | +12.50 |" in report  # against SupCon, then against the raw-pixel floor
+    assert "| 50.00 | +0.00 | +10.00 | 0.5000 | -2.0000 | 0.2500 | -1.5000 |" in report  # projection, then backbone
+    assert "| 90.00 | +40.00 | – | 0.7000 | -3.3000 | 0.3000 | -1.0000 |" in report  # the teacher's distillation head
     assert "| 54.00 | +1.50 | +4.00 |" in report  # against its matched control, then against SupCon
     assert "| 0 | 10 | 40.00 | 30.00 |" in report
+
+
+def test_report_comparisons_pair_runs_by_seed_and_change_one_thing():
+    settings = {"dataset": "d", "student_arch": "s", "teacher_arch": "t", "batch_size": 8, "preset": "p",
+                "sweep_centre": {"alpha": 1.0, "beta": 10.0, "temperature": 0.07}}
+    lw = dict(method="lwsupcrd", alpha=1.0, beta=10.0, temperature=0.07)
+    runs = {}
+    for seed, (sup, unw, weighted, logit) in enumerate([(50, 50, 52, 52), (50, 51, 52, 50), (50, 52, 55, 57)]):
+        runs[f"student_baseline_supcon_s_d_seed{seed}"] = entry("baselines", seed, sup, method="supcon")
+        runs[f"student_supcrd_unweighted_s_d_seed{seed}"] = entry(
+            "baselines", seed, unw, **dict(lw, beta=1.0, logit_weighting=False, adaptive_beta=False))
+        runs[f"student_alpha_1.0_beta_10.0_temp_0.07_s_d_seed{seed}"] = dict(entry("lwsupcrd", seed, weighted, **lw),
+                                                                               centre=True)
+        runs[f"student_alpha_1.0_beta_10.0_temp_0.07_logit_s_d_seed{seed}"] = entry(
+            "lwsupcrd", seed, logit, alpha_mode="logit", **lw)
+        runs[f"student_baseline_supcon_s_d_seed{seed}"]["metrics"]["train_seconds"] = (10.0, 30.0, 20.0)[seed]
+    report = build_report({"settings": settings, "runs": runs})
+    # weighted - unweighted: +2, +1, +3 -> mean 2 ± 1; paired t = 2 / (1 / sqrt 3) with 2 df: p = 0.074
+    assert ("| the logit weighting | `student_alpha_1.0_beta_10.0_temp_0.07_s_d` − `student_supcrd_unweighted_s_d` "
+            "| +2.00 ± 1.00 | +2.00, +1.00, +3.00 | 0.074 | 3 of 3 |") in report
+    assert "| +0.00 ± 2.00 | +0.00, -2.00, +2.00 | 1.000 | 1 of 3 |" in report  # alpha on the logit, vs weight
+    assert "| +1.00 ± 1.00 | +0.00, +1.00, +2.00 | 0.225 | 2 of 3 |" in report  # unweighted vs SupCon
+    assert "instead of CRD" not in report  # no CRD run: that comparison is left out, not invented
+    assert "| SupCon | 3 | 3 | 20 | 10–30 |" in report and "summed over the study: 1 min." in report
+
+
+def test_report_rewrites_only_the_readme_section(tmp_path):
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"settings": {"dataset": "d", "student_arch": "s", "teacher_arch": "t",
+                                                "batch_size": 8, "preset": "p"},
+                                   "runs": {"student_baseline_supcon_s_d": entry("baselines", acc=50.0,
+                                                                                 method="supcon")}}))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nbefore\n\n{README_BEGIN}\nstale\n{README_END}\n\nafter\n")
+    cmd = [sys.executable, "-m", "lwsupcrd.report", str(results), "--readme", str(readme)]
+    assert subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT).returncode == 0
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nbefore\n\n" + README_BEGIN) and text.endswith(README_END + "\n\nafter\n")
+    assert "stale" not in text and "| SupCon | `student_baseline_supcon_s_d` | 50.00 |" in text
+    readme.write_text("no markers\n")
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "markers" in res.stderr
+    assert readme.read_text() == "no markers\n"
 
 
 def test_report_cli_bad_input(tmp_path):
     res = subprocess.run([sys.executable, "-m", "lwsupcrd.report", str(tmp_path / "missing.json")],
                          capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 2 and res.stderr.startswith("error: cannot build the report")
+
+
+def test_probe_listing_pairs_each_run_with_its_own_seeds_supcon(capsys):
+    from types import SimpleNamespace
+
+    from lwsupcrd.show import show_probe
+
+    runs = {}
+    for seed, (sup, lw) in enumerate([(50.0, 51.0), (60.0, 58.0)]):
+        runs[f"student_baseline_supcon_s_d_seed{seed}"] = entry("baselines", seed, sup, method="supcon")
+        runs[f"student_lw_s_d_seed{seed}"] = entry("lwsupcrd", seed, lw, method="lwsupcrd")
+    for e in runs.values():
+        e["base"] = e["config"]["method"]
+        e["metrics"].update(probe_train_acc=0.0, probe_gap=0.0)
+    study = SimpleNamespace(standard=False, results={"settings": {}, "runs": runs}, order=lambda: list(runs),
+                            results_path="r.json")
+    show_probe(study)
+    lines = {line.split()[0]: line.split()[-1] for line in capsys.readouterr().out.splitlines()[1:-1]}
+    assert lines["student_lw_s_d_seed0"] == "+1.00" and lines["student_lw_s_d_seed1"] == "-2.00"

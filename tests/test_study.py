@@ -95,6 +95,8 @@ def test_only_brings_in_prerequisites_and_list_prints_order(smoke, tmp_path):
     (("--student-arch", "resnet19"), "invalid choice: 'resnet19'"),
     (("--dataset", "mnist"), "invalid choice: 'mnist'"),
     (("--batch-size", "1"), "batch size must be >= 2"),
+    (("--set", "student_batch_size=1"), "student batch size must be >= 2"),
+    (("--set", "student_batch_size=5000"), "student batch size 5000 exceeds the training set (1000 images)"),
     (("--only", "student_nonsense"), "unknown run 'student_nonsense'"),
     (("--epochs", "0"), "epochs must be >= 1"),
 ])
@@ -207,7 +209,7 @@ def test_protocol_roles():
 
 
 def test_paired_significance_rule():
-    from lwsupcrd.report import Group, paired_delta
+    from lwsupcrd.groups import Group, paired_delta
 
     def group(accs):
         return Group("x", [{"stage": "baselines", "config": {"seed": s, "method": "supcon"},
