@@ -22,6 +22,13 @@ def value(entry: dict, key: str, space: str = "projection"):
     return entry.get("analysis", {}).get(space, {}).get(key)
 
 
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return mean, math.sqrt(var)
+
+
 class Group:
     """The runs of one experiment, one per seed."""
 
@@ -36,11 +43,7 @@ class Group:
 
     def stats(self, key: str, space: str = "projection"):
         vals = list(self.by_seed(key, space).values())
-        if not vals:
-            return None
-        mean = sum(vals) / len(vals)
-        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
-        return mean, std, len(vals)
+        return (*mean_std(vals), len(vals)) if vals else None
 
     def fmt(self, key: str, digits: int = 2, space: str = "projection") -> str:
         st = self.stats(key, space)

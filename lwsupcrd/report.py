@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from .files import write_text
-from .groups import Group, base_name, groups_of, markdown_table, paired, paired_delta
+from .groups import Group, base_name, groups_of, markdown_table, mean_std, paired, paired_delta
 from .protocol import STAGES
 
 SPACES = {"projection": "proj.", "features": "backbone"}
@@ -221,8 +221,7 @@ class Report:
             if not diffs:
                 continue
             d = list(diffs.values())
-            mean = sum(d) / len(d)
-            std = (sum((x - mean) ** 2 for x in d) / (len(d) - 1)) ** 0.5 if len(d) > 1 else 0.0
+            mean, std = mean_std(d)
             rows.append([what, f"`{a.base}` − `{b.base}`", f"{mean:+.2f} ± {std:.2f}",
                          ", ".join(f"{x:+.2f}" for x in d), "–" if p is None else f"{p:.3f}{'*' if p < 0.05 else ''}",
                          f"{sum(x > 0 for x in d)} of {len(d)}"])
