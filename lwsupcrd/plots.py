@@ -155,17 +155,18 @@ def curves_figure(log: dict, path: Path) -> None:
     skip = {"epoch", "lr", "epoch_seconds", "images_per_second", "train_acc"}
     parts = [k for k in rows[0] if k not in skip and not k.startswith("w.")]
     epochs = [r["epoch"] for r in rows]
-    fig = Figure(figsize=(14, 3.9), layout="constrained")
-    axes = fig.subplots(1, 3)
+    accuracy = "train_acc" in rows[0]  # only a loss with a classifier measures it
+    fig = Figure(figsize=(14 if accuracy else 9.5, 3.9), layout="constrained")
+    axes = fig.subplots(1, 3 if accuracy else 2)
     for k in parts:
         axes[0].plot(epochs, [r[k] for r in rows], marker="o", ms=3, label=k)
     axes[0].set_title("loss")
     axes[0].legend(fontsize=7)
-    if "train_acc" in rows[0]:
+    if accuracy:
         axes[1].plot(epochs, [r["train_acc"] for r in rows], marker="o", ms=3)
-    axes[1].set_title("train accuracy (%)")
-    axes[2].plot(epochs, [r["lr"] for r in rows], marker="o", ms=3)
-    axes[2].set_title("learning rate")
+        axes[1].set_title("train accuracy (%)")
+    axes[-1].plot(epochs, [r["lr"] for r in rows], marker="o", ms=3)
+    axes[-1].set_title("learning rate")
     for ax in axes:
         ax.set_xlabel("epoch")
     fig.suptitle(log.get("run", ""))

@@ -166,3 +166,14 @@ def test_probe_listing_pairs_each_run_with_its_own_seeds_supcon(capsys):
     show_probe(study)
     lines = {line.split()[0]: line.split()[-1] for line in capsys.readouterr().out.splitlines()[1:-1]}
     assert lines["student_lw_s_d_seed0"] == "+1.00" and lines["student_lw_s_d_seed1"] == "-2.00"
+
+
+def test_training_curves_draw_train_accuracy_only_where_the_loss_measures_it(tmp_path, monkeypatch):
+    from lwsupcrd import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append([ax.get_title() for ax in fig.axes]))
+    rows = [{"epoch": e, "loss": 1.0 / e, "lr": 0.1, "epoch_seconds": 1.0} for e in (1, 2)]
+    plots.curves_figure({"run": "supcon", "epochs": rows}, tmp_path / "a.png")
+    plots.curves_figure({"run": "ce", "epochs": [dict(r, train_acc=50.0) for r in rows]}, tmp_path / "b.png")
+    assert drawn == [["loss", "learning rate"], ["loss", "train accuracy (%)", "learning rate"]]
