@@ -105,13 +105,21 @@ class Report:
         def machine(e: dict) -> str:
             return e.get("gpu") or f"CPU, {e.get('cpu_threads', '?')} threads ({e.get('platform', '?')})"
 
+        def per_role(key: str) -> str:  # e.g. "teacher 60000, students 10000"
+            roles: dict[str, set] = {}
+            for e in entries:
+                role = {"teacher": "teacher", "projection": "projection head"}.get(e["stage"], "students")
+                roles.setdefault(role, set()).add(e["config"].get(key, "?"))
+            parts = {role: "/".join(map(str, sorted(v, key=str))) for role, v in roles.items()}
+            return parts.popitem()[1] if len(set(parts.values())) == 1 else ", ".join(f"{r} {v}" for r, v in parts.items())
+
         hardware = sorted({machine(e.get("environment", {})) for e in entries}) or [machine(env)]
-        epochs = sorted({e["config"]["epochs"] for e in entries})
         seeds = sorted({e["config"]["seed"] for e in entries})
         return (f"*Preset `{s.get('preset', '?')}`, dataset {s['dataset']}, student {s['student_arch']}, teacher "
-                f"{s['teacher_arch']}, projection head {s.get('proj_head', 'mlp')}, train images "
-                f"{entries[0]['config'].get('train_size', '?')} per seed, epochs {'/'.join(map(str, epochs))}, batch "
-                f"{s['batch_size']}, seeds {seeds}, hardware: {'; '.join(hardware)}, torch {env.get('torch', '?')}, "
+                f"{s['teacher_arch']}, projection head {s.get('proj_head', 'mlp')}, train images per seed: "
+                f"{per_role('train_size')}; epochs: {per_role('epochs')}; batch: {per_role('batch_size')}; optimiser: "
+                f"{per_role('optimizer')}, lr {per_role('lr')}; seeds {seeds}, hardware: {'; '.join(hardware)}, torch "
+                f"{env.get('torch', '?')}, "
                 f"code {env.get('git_sha', '?')}. Accuracy: linear probe on the frozen backbone (test split). "
                 f"Geometry on the test split: alignment (same-class pairs) and uniformity (t=2) of the "
                 f"L2-normalised projection (proj.; the teacher's is its distillation head) and of the "

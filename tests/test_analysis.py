@@ -177,3 +177,17 @@ def test_training_curves_draw_train_accuracy_only_where_the_loss_measures_it(tmp
     plots.curves_figure({"run": "supcon", "epochs": rows}, tmp_path / "a.png")
     plots.curves_figure({"run": "ce", "epochs": [dict(r, train_acc=50.0) for r in rows]}, tmp_path / "b.png")
     assert drawn == [["loss", "learning rate"], ["loss", "train accuracy (%)", "learning rate"]]
+
+
+def test_report_conditions_name_the_teachers_and_the_students_budgets_apart():
+    from lwsupcrd.report import Report
+
+    budget = {"teacher": dict(train_size=60000, epochs=5, batch_size=128, optimizer="sgd", lr=0.1),
+              "baselines": dict(train_size=10000, epochs=6, batch_size=64, optimizer="adam", lr=0.005)}
+    runs = {f"{stage}_seed0": {"stage": stage, "config": {"seed": 0, "method": "x", **b}, "metrics": {}}
+            for stage, b in budget.items()}
+    r = Report({"settings": {"dataset": "d", "student_arch": "s", "teacher_arch": "t", "batch_size": 128},
+                "runs": runs})
+    assert ("train images per seed: teacher 60000, students 10000; epochs: teacher 5, students 6; batch: teacher "
+            "128, students 64; optimiser: teacher sgd, students adam, lr teacher 0.1, students 0.005; seeds [0]"
+            ) in r.conditions(list(r.groups.values()))
