@@ -255,8 +255,9 @@ def geometry_figure(points: list[tuple[str, float, float, bool]], space: str, pa
     return path
 
 
-def image_grid(images: list[Path], titles: list[str], title: str, path: Path, dpi: int = 60) -> Path:
-    """Several saved figures tiled into one, at a small resolution (what a notebook embeds)."""
+def image_grid(images: list[Path], title: str, path: Path, dpi: int = 60) -> Path:
+    """Several saved figures tiled into one, at a small resolution (what a notebook embeds); each
+    figure carries its run's name in its own title."""
     import matplotlib.image as mpimg
 
     pictures = [mpimg.imread(p) for p in images]
@@ -268,9 +269,8 @@ def image_grid(images: list[Path], titles: list[str], title: str, path: Path, dp
     axes = np.atleast_1d(fig.subplots(rows, cols)).flatten()
     for ax in axes:
         ax.axis("off")
-    for ax, picture, name in zip(axes, pictures, titles):
+    for ax, picture in zip(axes, pictures):
         ax.imshow(picture)
-        ax.set_title(name, fontsize=7)
     fig.suptitle(title)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
     return path

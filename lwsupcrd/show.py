@@ -93,12 +93,12 @@ def show_stage(study, stage: str) -> list[Path]:
     table = describe([study.runs[n] for n in names]) + "\n\n" + stage_table(study.results, names)
     grids = []
     for kind, title in FIGURE_KINDS.items():
-        pngs = [(n, study.out / study.results["runs"][n].get("analysis", {}).get("figures", {}).get(kind, ""))
+        pngs = [study.out / study.results["runs"][n].get("analysis", {}).get("figures", {}).get(kind, "")
                 for n in names]
-        pngs = [(n, p) for n, p in pngs if p.suffix == ".png" and p.exists()]
+        pngs = [p for p in pngs if p.suffix == ".png" and p.exists()]
         if pngs:
             path = study.plots_dir / f"stage_{stage}_{kind}.png"
-            grids.append(plots.image_grid([p for _, p in pngs], [n for n, _ in pngs], f"{stage}: {title}", path))
+            grids.append(plots.image_grid(pngs, f"{stage}: {title}", path))
     present(table, grids)
     return grids
 
