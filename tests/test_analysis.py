@@ -124,6 +124,17 @@ def test_report_comparisons_pair_runs_by_seed_and_change_one_thing():
     assert "| SupCon | 3 | 3 | 20 | 10–30 |" in report and "summed over the study: 1 min." in report
 
 
+EVIDENCE = ROOT / "results" / "evidence" / "comprehensive_results_resnet8_fashion-mnist.json"
+
+
+def test_readme_results_section_is_the_committed_evidence_regenerated():
+    readme = (ROOT / "README.md").read_text()
+    committed = README_BEGIN + readme.split(README_BEGIN, 1)[1].split(README_END, 1)[0] + README_END
+    regenerated = readme_section(json.loads(EVIDENCE.read_text()), EVIDENCE.relative_to(ROOT).as_posix())
+    assert committed == regenerated, "README results section is stale: rerun python -m lwsupcrd.report ... --readme"
+    assert "\n## " not in committed and "\n### Floors" in committed and "\n### Comparisons" in committed
+
+
 def test_report_rewrites_only_the_readme_section(tmp_path):
     results = tmp_path / "results.json"
     results.write_text(json.dumps({"settings": {"dataset": "d", "student_arch": "s", "teacher_arch": "t",
