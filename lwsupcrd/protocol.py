@@ -36,7 +36,7 @@ PRESETS: dict[str, dict] = {
     # run's matched control is the main LW-SupCRD run. The teacher trains on the whole training
     # split (a resnet20 on 10k images stays near 90.7%); the students and their probes on 10k.
     "evidence": dict(dataset="fashion-mnist", teacher_arch="resnet20", student_arch="resnet8", train_subset=10_000,
-                     teacher_train_subset=None, teacher_epochs=5, teacher_lr=0.1, projection_epochs=2, student_epochs=6, batch_size=128,
+                     teacher_train_subset=None, teacher_epochs=5, teacher_lr=0.1, projection_epochs=2, student_epochs=8, batch_size=128,
                      student_batch_size=64, student_lr=5e-3, student_weight_decay=1e-4, student_schedule="cosine", proj_head="linear",
                      bank_negatives=4096, bank_init_pair=False, probe_epochs=15, bank_ablation=False, seed=0,
                      seeds=(0, 1, 2), alpha_sweep=(1.0,), beta_sweep=(), tau_sweep=(),
