@@ -141,6 +141,21 @@ def crd_loss(z: torch.Tensor, t: torch.Tensor, instance_ids: torch.Tensor, tempe
 ALPHA_MODES = ("weight", "logit")
 
 
+ADAPTIVE_BETA_OFFSET = 0.5
+
+
+def onehot_teacher_beta(beta: float) -> float:
+    r"""The push weight LW-SupCRD (adaptive beta) gives every negative when the teacher's probabilities
+    are the one-hot labels: q_i = 1 and p_i[y_n] = 0, so w_pull_i = alpha and
+
+        w_push_in = beta / (1 + 0.5)
+
+    for every anchor and negative. Unweighted SupCRD at (alpha, this beta) is LW-SupCRD with the
+    teacher's soft probabilities taken out and the strength of its pull and push kept.
+    """
+    return beta / (1 + ADAPTIVE_BETA_OFFSET)
+
+
 def lw_weights(teacher_probs: torch.Tensor, labels: torch.Tensor, key_labels: torch.Tensor, alpha: float,
                beta: float, adaptive_beta: bool = True, logit_weighting: bool = True):
     r"""The pull and push weights of LW-SupCRD, as a pure function of the teacher's probabilities.
@@ -150,7 +165,7 @@ def lw_weights(teacher_probs: torch.Tensor, labels: torch.Tensor, key_labels: to
 
         q_i       = max(p_i[y_i], 1e-8)
         w_pull_i  = alpha * q_i
-        beta_i    = beta / (q_i + 0.5)        if adaptive_beta, else beta
+        beta_i    = beta / (q_i + 0.5)        if adaptive_beta, else beta   (0.5: ADAPTIVE_BETA_OFFSET)
         w_push_ij = beta_i * max(1 - p_i[y_j], 1e-8)
 
     Without it (unweighted SupCRD) w_pull_i = alpha and w_push_ij = beta_i = beta: the teacher's
@@ -165,7 +180,7 @@ def lw_weights(teacher_probs: torch.Tensor, labels: torch.Tensor, key_labels: to
         log_push = torch.log(beta_i)[:, None].expand(-1, key_labels.shape[0])
         return q, w_pull, beta_i, log_push
     w_pull = alpha * q
-    beta_i = beta / (q + 0.5) if adaptive_beta else torch.full_like(q, beta)
+    beta_i = beta / (q + ADAPTIVE_BETA_OFFSET) if adaptive_beta else torch.full_like(q, beta)
     log_push = torch.log(beta_i)[:, None] + torch.log((1 - probs.index_select(1, key_labels)).clamp_min(1e-8))
     return q, w_pull, beta_i, log_push
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .data import DATASETS
+from .losses import onehot_teacher_beta
 
 STAGES = ("teacher", "projection", "baselines", "lwsupcrd", "bank_ablation")
 # the LW-SupCRD run every sweep passes through, and the other runs' defaults
@@ -125,6 +126,10 @@ def build_runs(settings: dict) -> list[Run]:
         # class-level contrast against teacher keys with constant weights: what the logit weighting adds to
         distilled(f"student_supcrd_unweighted_{s}_{d}", "baselines",
                   dict(_lw(student, 1.0, 1.0, c["temperature"]), adaptive_beta=False, logit_weighting=False)),
+        # LW-SupCRD's own weights for a one-hot teacher: its strength without the teacher's probabilities
+        distilled(f"student_supcrd_onehot_{s}_{d}", "baselines",
+                  dict(_lw(student, c["alpha"], onehot_teacher_beta(c["beta"]), c["temperature"]),
+                       adaptive_beta=False, logit_weighting=False)),
     ]
     centre_name = ""
     for a, b, tau, mode in _sweep_grid(settings):

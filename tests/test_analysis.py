@@ -105,8 +105,11 @@ def test_report_comparisons_pair_runs_by_seed_and_change_one_thing():
                 "sweep_centre": {"alpha": 1.0, "beta": 10.0, "temperature": 0.07}}
     lw = dict(method="lwsupcrd", alpha=1.0, beta=10.0, temperature=0.07)
     runs = {}
-    for seed, (sup, unw, weighted, logit) in enumerate([(50, 50, 52, 52), (50, 51, 52, 50), (50, 52, 55, 57)]):
+    for seed, (sup, unw, weighted, logit, onehot) in enumerate([(50, 50, 52, 52, 53), (50, 51, 52, 50, 52),
+                                                                (50, 52, 55, 57, 54)]):
         runs[f"student_baseline_supcon_s_d_seed{seed}"] = entry("baselines", seed, sup, method="supcon")
+        runs[f"student_supcrd_onehot_s_d_seed{seed}"] = entry(
+            "baselines", seed, onehot, **dict(lw, beta=10 / 1.5, logit_weighting=False, adaptive_beta=False))
         runs[f"student_supcrd_unweighted_s_d_seed{seed}"] = entry(
             "baselines", seed, unw, **dict(lw, beta=1.0, logit_weighting=False, adaptive_beta=False))
         runs[f"student_alpha_1.0_beta_10.0_temp_0.07_s_d_seed{seed}"] = dict(entry("lwsupcrd", seed, weighted, **lw),
@@ -120,6 +123,12 @@ def test_report_comparisons_pair_runs_by_seed_and_change_one_thing():
             "| +2.00 ± 1.00 | +2.00, +1.00, +3.00 | 0.074 | 3 of 3 |") in report
     assert "| +0.00 ± 2.00 | +0.00, -2.00, +2.00 | 1.000 | 1 of 3 |" in report  # alpha on the logit, vs weight
     assert "| +1.00 ± 1.00 | +0.00, +1.00, +2.00 | 0.225 | 2 of 3 |" in report  # unweighted vs SupCon
+    # weighted - one-hot teacher: -1, 0, +1; one-hot - unweighted: +3, +1, +2
+    assert ("| the teacher's probabilities in the weights, at LW-SupCRD's strength (vs a one-hot teacher) | "
+            "`student_alpha_1.0_beta_10.0_temp_0.07_s_d` − `student_supcrd_onehot_s_d` | +0.00 ± 1.00 | "
+            "-1.00, +0.00, +1.00 | 1.000 | 1 of 3 |") in report
+    assert "`student_supcrd_onehot_s_d` − `student_supcrd_unweighted_s_d` | +2.00 ± 1.00 |" in report
+    assert "| SupCRD, LW-SupCRD's weights for a one-hot teacher (α=1, β=6.67, τ=0.07) |" in report
     assert "instead of CRD" not in report  # no CRD run: that comparison is left out, not invented
     assert "| SupCon | 3 | 3 | 20 | 10–30 |" in report and "summed over the study: 1 min." in report
 

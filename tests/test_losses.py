@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lwsupcrd.losses import crd_loss, kd_loss, lw_supcrd_loss, student_objective, supcon_loss
+from lwsupcrd.losses import crd_loss, kd_loss, lw_supcrd_loss, onehot_teacher_beta, student_objective, supcon_loss
 
 
 def unit(n, d, gen):
@@ -158,6 +158,25 @@ def test_lw_supcrd_bank_keys_of_own_class_are_ignored():
     z01_base = lw_supcrd_loss(z[:2], t[:2], labels[:2], probs[:2], bank_keys=bank[:1], bank_labels=torch.tensor([2]))
     assert z01.item() == pytest.approx(z01_base.item(), rel=1e-12)
     assert more.item() > base.item()  # class-1 anchors do see the extra class-0 keys
+
+
+@pytest.mark.parametrize("with_bank", [False, True])
+def test_onehot_teacher_control_is_lw_supcrd_with_one_hot_probabilities(with_bank):
+    """Unweighted SupCRD at (alpha, onehot_teacher_beta(beta)) is LW-SupCRD (adaptive beta) fed the
+    one-hot labels as the teacher's probabilities; with the soft probabilities it is not."""
+    gen = torch.Generator().manual_seed(12)
+    z, t = unit(8, 4, gen), unit(8, 4, gen)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    bank, bank_labels = (unit(5, 4, gen), torch.tensor([0, 1, 2, 3, 1])) if with_bank else (None, None)
+    onehot = F.one_hot(labels, 4).double()
+    soft = torch.softmax(torch.randn(8, 4, generator=gen, dtype=torch.float64), 1)
+    control = lw_supcrd_loss(z, t, labels, soft, 1.0, onehot_teacher_beta(10.0), 0.07, False, bank, bank_labels,
+                             logit_weighting=False)
+    assert onehot_teacher_beta(10.0) == pytest.approx(10.0 / 1.5)
+    fed_onehot = lw_supcrd_loss(z, t, labels, onehot, 1.0, 10.0, 0.07, True, bank, bank_labels)
+    assert control.item() == pytest.approx(fed_onehot.item(), rel=1e-12)
+    assert abs(lw_supcrd_loss(z, t, labels, soft, 1.0, 10.0, 0.07, True, bank, bank_labels).item()
+               - control.item()) > 1e-3
 
 
 def gradcheck_inputs(seed=5):

@@ -19,7 +19,7 @@ def smoke_args(smoke, *extra):
 
 def test_smoke_writes_every_checkpoint_log_and_results(smoke):
     out = smoke["out"]
-    assert len(SMOKE_RUNS) == 23 and len(BANK_RUNS) == 5
+    assert len(SMOKE_RUNS) == 24 and len(BANK_RUNS) == 5
     assert sorted(trained_runs(smoke["first"].stdout)) == sorted(SMOKE_RUNS)
     for name in SMOKE_RUNS:
         ckpt = load_checkpoint(out / "pth_models" / f"{name}.pth")
@@ -197,6 +197,8 @@ def test_protocol_roles():
     unweighted = quick["student_supcrd_unweighted_resnet8_cifar100"].cfg
     assert (unweighted["alpha"], unweighted["beta"], unweighted["adaptive_beta"], unweighted["logit_weighting"]) == \
         (1.0, 1.0, False, False)
+    onehot = quick["student_supcrd_onehot_resnet8_cifar100"].cfg  # LW-SupCRD's weights at q = 1: pull 1, push 10/1.5
+    assert onehot == dict(unweighted, beta=10 / 1.5) and onehot["alpha"] == 1.0
     modes = {r.cfg["alpha"]: [] for r in quick.values() if r.stage == "lwsupcrd"}
     for r in quick.values():
         if r.stage == "lwsupcrd":
