@@ -189,7 +189,9 @@ def weights_figure(log: dict, path: Path) -> None:
         ax.fill_between(epochs, [r[f"w.{key}_p05"] for r in rows], [r[f"w.{key}_p95"] for r in rows], alpha=0.25,
                         label="5th-95th percentile")
         means = [r[f"w.{key}_mean"] for r in rows]
-        spread = [[m - r[f"w.{key}_p05"] for m, r in zip(means, rows)], [r[f"w.{key}_p95"] - m for m, r in zip(means, rows)]]
+        # a constant weight's mean can sit a rounding error outside its own percentiles
+        spread = [[max(0.0, m - r[f"w.{key}_p05"]) for m, r in zip(means, rows)],
+                  [max(0.0, r[f"w.{key}_p95"] - m) for m, r in zip(means, rows)]]
         ax.errorbar(epochs, means, yerr=spread, marker="o", ms=3, capsize=3, label="mean")
         ax.set_title(title)
         ax.set_xlabel("epoch")

@@ -131,7 +131,7 @@ def weight_summary(samples: dict[str, list[torch.Tensor]]) -> dict[str, float]:
     """Mean, 5th and 95th percentile of each weight over an epoch's samples (the teacher's error: its mean)."""
     out = {}
     for key, parts in samples.items():
-        x = torch.cat(parts).float()
+        x = torch.cat(parts).double()  # float32 sums put a constant's mean outside its own percentiles
         x = x[~torch.isnan(x)]
         if not len(x):
             continue

@@ -199,6 +199,21 @@ def test_training_curves_draw_train_accuracy_only_where_the_loss_measures_it(tmp
     assert drawn == [["loss", "learning rate"], ["loss", "train accuracy (%)", "learning rate"]]
 
 
+def test_weights_figure_of_a_constant_weight(tmp_path):
+    """The one-hot teacher's control pushes with the constant 10/1.5: its mean is its percentiles,
+    and the figure (error bars from the mean to each percentile) draws it."""
+    from lwsupcrd import plots
+    from lwsupcrd.steps import weight_summary
+
+    const = torch.full((5000,), 10 / 1.5)
+    summary = weight_summary({k: [const] * 3 for k in ("q", "beta_i", "w_push", "margin")})
+    assert summary["w.w_push_mean"] == summary["w.w_push_p05"] == summary["w.w_push_p95"]
+    rows = [dict(summary, epoch=e) for e in (1, 2)]
+    rows[1]["w.margin_mean"] = rows[1]["w.margin_p05"] - 1e-6  # a mean a rounding error outside the band
+    plots.weights_figure({"run": "onehot", "epochs": rows}, tmp_path / "w.png")
+    assert (tmp_path / "w.png").stat().st_size > 0
+
+
 def test_report_conditions_name_the_teachers_and_the_students_budgets_apart():
     from lwsupcrd.report import Report
 
