@@ -138,7 +138,7 @@ def weight_summary(samples: dict[str, list[torch.Tensor]]) -> dict[str, float]:
         if key == "teacher_wrong":
             out["w.teacher_wrong"] = float(x.mean())
             continue
-        lo, hi = torch.quantile(x, torch.tensor([0.05, 0.95], device=x.device)).tolist()
+        lo, hi = torch.quantile(x, torch.tensor([0.05, 0.95], dtype=x.dtype, device=x.device)).tolist()
         out.update({f"w.{key}_mean": float(x.mean()), f"w.{key}_p05": lo, f"w.{key}_p95": hi})
     return out
 
