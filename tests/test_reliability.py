@@ -1,5 +1,6 @@
 """Kills, corrupt files, unsafe pickles, NaN, Ctrl-C, bad input, and the frozen teacher."""
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -167,16 +168,18 @@ def test_ctrl_c_saves_and_says_how_to_resume(prepared):
     data, dirs = prepared
     env = {**os.environ, "TQDM_DISABLE": "1"}
     resume = dirs["killed"] / "pth_models" / f"{STUDENT}.resume.pth"
-    proc = subprocess.Popen(student_cmd(data, dirs["killed"]), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env, text=True)
+    # enough epochs that the interrupt lands in training even when an epoch takes a fraction of a second
+    cmd = student_cmd(data, dirs["killed"], epochs=40)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     wait_for_epoch(proc, resume)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2
-    assert "interrupted; epoch 1 is saved in" in err and "Rerun the same command to resume" in err
+    assert proc.returncode == 2, err[-2000:]
+    saved = re.search(r"interrupted; epoch (\d+) is saved in", err)
+    assert saved and "Rerun the same command to resume" in err
     assert "Traceback" not in err
-    again = subprocess.run(student_cmd(data, dirs["killed"]), capture_output=True, text=True, env=env)
-    assert again.returncode == 0 and "resuming after epoch 1" in again.stdout
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert again.returncode == 0 and f"resuming after epoch {saved.group(1)}" in again.stdout
 
 
 def test_corrupt_or_malicious_cached_checkpoint_is_reported_and_retrained(smoke, tmp_path):
