@@ -76,7 +76,7 @@ class Report:
     def method(self, method: str, weighted: bool = True, mode: str = "weight", bank: bool = False,
                unit: bool = True) -> Group | None:
         """The scored run of this method at the sweeps' centre, outside the bank stage unless `bank`
-        (unweighted SupCRD: beta = 1 if `unit`, else the one-hot teacher's control)."""
+        (unweighted SupCRD: the alpha = beta = 1 control if `unit`, else the one-hot teacher's)."""
         centre = self.results["settings"].get("sweep_centre", {})
 
         def match(g: Group) -> bool:
