@@ -57,19 +57,24 @@ from lwsupcrd.distributed import init_from_env
 from lwsupcrd.machine import estimate_cpu_hours, set_cpu_threads, standard_estimate
 from lwsupcrd.options import StudyConfig, in_notebook, parse_args, validate
 from lwsupcrd.show import present, show_probe, show_stage
-from lwsupcrd.study import Study
+from lwsupcrd.study import Study, StudyError
 from lwsupcrd.data import DataError
-from lwsupcrd.train import NonFiniteError, TrainingInterrupted
+from lwsupcrd.train import NonFiniteError, TrainingInterrupted, stop_on_sigterm
 
 config = parse_args(None, StudyConfig(protocol=PROTOCOL, preset=PRESET, dataset=DATASET, data_dir=DATA_DIR, out_dir=OUT_DIR,
                                       device=DEVICE, seed=SEED, force_retrain=FORCE_RETRAIN,
                                       force_retrain_bank_ablation=FORCE_RETRAIN_BANK_ABLATION))
 
 
+class StudyStopped(Exception):
+    def _render_traceback_(self):  # Jupyter shows the line, not a traceback
+        return [f"stopped: {self}"]
+
+
 def stop(message: str):
-    """One clear line, then stop: an exit code in a shell, an exception in a notebook."""
+    """One clear line, then stop: an exit code in a shell, an exception (ending Run All) in a notebook."""
     if in_notebook():
-        raise RuntimeError(message)
+        raise StudyStopped(message)
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
 
@@ -82,7 +87,10 @@ try:
 except ValueError as err:
     stop(str(err))
 study = Study(config, runs)
+if not in_notebook():
+    stop_on_sigterm()  # `kill <pid>` says what it kept, as Ctrl-C does
 print("settings:", study.settings)
+print(f"results: {study.results_path} (settings id {study.settings_id})")
 threads = set_cpu_threads()  # one per usable core, shared by this machine's processes
 print(f"device: {study.device} ({threads} CPU threads); outputs under {study.out.resolve()}")
 
@@ -96,6 +104,7 @@ if config.list_runs:
         print(f"{study.runs[name].stage:14s} {name}")
     if not in_notebook():
         sys.exit(0)
+    stop(f"listed {len(study.order())} runs (--list); run the notebook without it to train them")
 
 # %% [markdown]
 # ## Data
@@ -108,6 +117,9 @@ try:
 except (DataError, ValueError) as err:
     stop(str(err))
 print(f"train: {tuple(study.train.images.shape)}, test: {tuple(study.test.images.shape)}")
+notice = study.other_code_notice()  # cached runs that other code trained, named before any work
+if notice:
+    print(notice)
 study.measure_floors()  # raw pixels and a random-init student through the same probe: the floors
 if study.standard:  # FLOPs of each run over the rate measured here
     print("\n".join(standard_estimate(study)))
@@ -121,8 +133,14 @@ elif study.device.type == "cpu" and config.preset == "paper":
 def run_stage(stage: str) -> None:
     try:
         study.run_all([name for name in study.order() if study.runs[name].stage == stage])
-    except (NonFiniteError, TrainingInterrupted) as err:  # one line; finished runs stay on disk
+    except (NonFiniteError, TrainingInterrupted, StudyError) as err:  # one line; finished runs stay on disk
         stop(str(err))
+    except KeyboardInterrupt:
+        stop("interrupted between epochs; every finished run and the last saved epoch are kept. Rerun the same "
+             "command to continue.")
+    except OSError as err:  # a full disk, a read-only folder: the file being written was left as it was
+        stop(f"cannot write {err.filename or 'an output'}: {err.strerror or err}; every finished run and the last "
+             f"saved epoch are kept, and the file being written is unchanged. Rerun the same command once it is fixed.")
 
 
 # %% [markdown]
@@ -204,7 +222,7 @@ show_probe(study)
 # Every run above was analysed on the test split as it finished: alignment of same-class pairs,
 # uniformity, the alignment of two augmented views, intra/inter-class distances, a t-SNE, a 3D
 # hypersphere page and an alignment/uniformity figure (in `plots/`). The study-level figures and
-# `json_results/REPORT.md` are built from the results file alone
+# the report (beside the results file, ending in `.md`) are built from the results file alone
 # (`python -m lwsupcrd.report <results.json>` rebuilds the report without retraining).
 
 # %%

@@ -97,7 +97,7 @@ def analyze_run(study, run, model: ModelWrapper, cached: bool) -> None:
 
     entry = study.results["runs"][run.name]
     figures = study.figure_paths(run.name)
-    log_path = study.logs_dir / f"{run.name}.json"
+    log_path = study.files.log(run.name)
     if not log_path.exists():
         figures.pop("curves")
     if not log_path.exists() or run.cfg["method"] != "lwsupcrd":

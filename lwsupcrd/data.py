@@ -60,12 +60,14 @@ class Split:
     labels: torch.Tensor
     indices: torch.Tensor
     class_names: list[str]
+    source: str = ""  # the folder it was read from
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def to(self, device: torch.device | str) -> "Split":
-        return Split(self.images.to(device), self.labels.to(device), self.indices.to(device), self.class_names)
+        return Split(self.images.to(device), self.labels.to(device), self.indices.to(device), self.class_names,
+                     self.source)
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -144,7 +146,7 @@ def _load_cifar(name: str, root: Path, split: str, download: bool) -> Split:
     labels = torch.tensor(labels, dtype=torch.long)
     if len(images) != len(labels):
         raise DataError(f"{base}: {len(images)} images but {len(labels)} labels")
-    return Split(images, labels, torch.arange(len(labels)), class_names)
+    return Split(images, labels, torch.arange(len(labels)), class_names, str(base))
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -163,7 +165,9 @@ def _read_idx(path: Path) -> np.ndarray:
 
 
 def find_fashion_mnist(root: Path) -> dict[str, Path] | None:
-    """The four idx files in `root` (or Debian's dataset folder), plain or .gz; None if incomplete."""
+    """The four idx files in `root` (or Debian's dataset folder), plain or .gz; None if there are
+    none. A folder of `root` holding some of them but not all is a DataError naming the missing
+    ones: the study never quietly reads another folder than the one it was given."""
     folders = [root, root / "fashion-mnist", root / "FashionMNIST" / "raw"]
     if not os.environ.get("LWSUPCRD_NO_DEBIAN_DATA"):  # tests of the missing-data message set this
         folders.append(DEBIAN_FASHION_DIR)
@@ -176,6 +180,9 @@ def find_fashion_mnist(root: Path) -> dict[str, Path] | None:
                     break
         if len(found) == 4:
             return found
+        if found and folder != DEBIAN_FASHION_DIR:
+            missing = [f"{stem}[.gz]" for stem in sum(FASHION_FILES.values(), ()) if stem not in found]
+            raise DataError(f"fashion-mnist in {folder} is incomplete: missing {', '.join(missing)}")
     return None
 
 
@@ -204,7 +211,8 @@ def _load_fashion(root: Path, split: str, download: bool) -> Split:
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise DataError(f"{files[image_file]} and {files[label_file]} do not form an image/label pair")
     images = torch.from_numpy(images.copy())[:, None]  # (N, 1, 28, 28)
-    return Split(images, torch.from_numpy(labels.astype(np.int64)), torch.arange(len(labels)), FASHION_CLASSES)
+    return Split(images, torch.from_numpy(labels.astype(np.int64)), torch.arange(len(labels)), FASHION_CLASSES,
+                 str(files[image_file].parent))
 
 
 def load_split(name: str, data_dir: str | Path, split: str, download: bool = True) -> Split:
@@ -213,9 +221,14 @@ def load_split(name: str, data_dir: str | Path, split: str, download: bool = Tru
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     root = Path(data_dir)
-    if name == "fashion-mnist":
-        return _load_fashion(root, split, download)
-    return _load_cifar(name, root, split, download)
+    loaded = _load_fashion(root, split, download) if name == "fashion-mnist" else _load_cifar(name, root, split, download)
+    labels, classes = loaded.labels, DATASETS[name].num_classes
+    bad = (labels < 0) | (labels >= classes)
+    if bool(bad.any()):
+        first = int(torch.nonzero(bad)[0])
+        raise DataError(f"{name} {split} split in {loaded.source}: label {int(labels[first])} of image {first} is "
+                        f"outside [0, {classes - 1}] ({int(bad.sum())} such labels)")
+    return loaded
 
 
 def balanced_subset(split: Split, n: int, seed: int) -> Split:
@@ -232,7 +245,7 @@ def balanced_subset(split: Split, n: int, seed: int) -> Split:
         members = per_class[c][torch.randperm(len(per_class[c]), generator=gen)]
         chosen.append(members[: base + (1 if rank < extra else 0)])
     idx = torch.sort(torch.cat(chosen)).values
-    return Split(split.images[idx], split.labels[idx], split.indices[idx], split.class_names)
+    return Split(split.images[idx], split.labels[idx], split.indices[idx], split.class_names, split.source)
 
 
 def normalize(images: torch.Tensor, info: DatasetInfo) -> torch.Tensor:

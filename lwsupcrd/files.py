@@ -1,6 +1,6 @@
 """Files every output goes through: written atomically (a kill leaves the old file or the new
-one, never half of one), JSON made strict, and the provenance (library versions, machine, git
-commit) recorded beside every result."""
+one, never half of one) with the permissions the umask gives ordinary files, JSON made strict,
+and the provenance (library versions, machine, code version) recorded beside every result."""
 from __future__ import annotations
 
 import hashlib
@@ -8,12 +8,22 @@ import json
 import math
 import os
 import platform
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .code import code_version
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() gives a new file: mkstemp's 0600 would hide outputs on a shared disk
 
 
 def atomic_write(path: str | Path, write) -> None:
@@ -27,11 +37,24 @@ def atomic_write(path: str | Path, write) -> None:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename is None:  # name the file that could not be written
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
         raise
+
+
+def save_torch(path: str | Path, obj: Any) -> None:
+    """torch.save through atomic_write, via a Python file object: a full disk is then an OSError
+    (ENOSPC) naming the file, not an opaque error from the zip writer."""
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    atomic_write(path, write)
 
 
 def _json_safe(obj: Any) -> Any:
@@ -58,15 +81,7 @@ def environment() -> dict[str, Any]:
            "cuda": str(torch.version.cuda), "cpu_threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)
-    try:
-        root = Path(__file__).resolve().parents[1]
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5)
-        if sha.returncode == 0:
-            env["git_sha"] = sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
+    env["code"] = code_version()
     return env
 
 

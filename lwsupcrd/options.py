@@ -18,7 +18,7 @@ import torch
 from .data import DATASETS, dataset_info
 from .files import file_sha256
 from .machine import cpp_compiler, resolve_device
-from .models import MODEL_REGISTRY
+from .models import MODEL_REGISTRY, PROJECTION_HEADS
 from .protocol import PRESETS, STAGES, STANDARD_PRESETS, STANDARD_STAGES, SWEEP_CENTRE, Run, build_study_runs
 from .steps import COMPILE_MODES
 
@@ -64,6 +64,8 @@ class StudyConfig:
                                              nargs="?", const=True, metavar="WHAT")
     force_retrain_bank_ablation: bool = option(False, "retrain the memory-bank ablation runs (the original's flag)",
                                                action=argparse.BooleanOptionalAction)
+    retrain_other_code: bool = option(False, "retrain exactly the cached runs whose checkpoint records other code "
+                                      "than this (listed at the start of every study)", action="store_true")
     force_analysis: bool = option(False, "recompute metrics and figures of cached runs", action="store_true")
     sync_bn: bool = option(False, "SyncBatchNorm across torchrun processes (CUDA only)", action="store_true")
     cpu_bf16: bool = option(False, "bf16 autocast on the CPU (faster only where the CPU has bf16 units)",
@@ -82,6 +84,17 @@ class StudyConfig:
             return list(self.seeds)
         seeds = self.presets()[self.preset]["seeds"] if self.seed is None else None
         return list(seeds) if seeds else None
+
+    def forces(self, run: Run, other_code: dict | None = None) -> bool:
+        """Whether to retrain `run` whatever is cached. --force-retrain: every run, or stages and
+        run-name patterns (matched with and without the seed suffix); --force-retrain-bank-ablation:
+        the bank stage; --retrain-other-code: the runs in `other_code` (cached, trained by other code)."""
+        if self.force_retrain is True or (self.force_retrain_bank_ablation and run.bank_ablation):
+            return True
+        if self.retrain_other_code and run.name in (other_code or {}):
+            return True
+        return any(p == run.stage or fnmatch.fnmatch(run.name, p) or fnmatch.fnmatch(run.base, p)
+                   for p in (self.force_retrain or []))
 
     def presets(self) -> dict[str, dict]:
         return PROTOCOLS[self.protocol][0]
@@ -125,13 +138,18 @@ def parse_override(preset: str, text: str, protocol: str = "lwsupcrd") -> tuple[
             return key, raw.lower() in ("true", "1")
         if isinstance(default, tuple):
             cast = float if key.endswith("sweep") else int if key == "lr_milestones" else str
-            return key, tuple(cast(x) for x in raw.split(",") if x)
+            if key.endswith("sweep") and raw.lower() == "none":
+                return key, ()
+            values = [x.strip() for x in raw.split(",")]
+            if not all(values):
+                raise ValueError
+            return key, tuple(cast(x) for x in values)
         if default is None or isinstance(default, int):
             return key, None if raw.lower() == "none" and default is None else int(raw)
         return key, type(default)(raw)
     except ValueError:
-        kind = ("true or false" if isinstance(default, bool) else "a comma-separated list" if
-                isinstance(default, tuple) else "an integer or none" if default is None else
+        kind = ("true or false" if isinstance(default, bool) else "a comma-separated list of values" + (
+                " (none: no sweep)" if key.endswith("sweep") else "") if isinstance(default, tuple) else "an integer or none" if default is None else
                 {int: "an integer", float: "a number"}.get(type(default), "a string"))
         raise ValueError(f"--set {key}={raw!r}: {key} takes {kind} (preset {preset}: {default!r})") from None
 
@@ -163,7 +181,9 @@ def parse_args(argv: list[str] | None, defaults: StudyConfig) -> StudyConfig:
     cfg = copy.copy(defaults)
     for key, value in vars(a).items():
         setattr(cfg, key, value)
-    cfg.only = [x.strip() for x in a.only.split(",") if x.strip()] if a.only else None
+    cfg.only = [x.strip() for x in a.only.split(",") if x.strip()] if a.only is not None else None
+    if cfg.only == []:
+        p.error(f"--only {a.only!r} names no run; give NAME[,NAME...] as printed by --list")
     if cfg.seeds and len(set(cfg.seeds)) != len(cfg.seeds):
         p.error(f"--seeds must be distinct, got {cfg.seeds}")
     if isinstance(cfg.force_retrain, str):
@@ -177,6 +197,57 @@ def parse_args(argv: list[str] | None, defaults: StudyConfig) -> StudyConfig:
     return cfg
 
 
+SEED_RANGE = (0, 2**32 - 1)  # what every generator the study seeds accepts
+
+
+def _one_of(choices):
+    return lambda v: v in choices, "one of " + ", ".join(map(str, choices))
+
+
+def _at_least(low, optional: bool = False):
+    return (lambda v: (optional and v is None) or (v is not None and v >= low),
+            f"an integer >= {low}" + (" or none" if optional else ""))
+
+
+_POSITIVE = (lambda v: v > 0, "a number > 0")
+_NON_NEGATIVE = (lambda v: v >= 0, "a number >= 0")
+_SEED = (lambda v: SEED_RANGE[0] <= v <= SEED_RANGE[1], f"an integer in [{SEED_RANGE[0]}, {SEED_RANGE[1]}]")
+# each setting's allowed values: (check, what it takes); every setting of every preset has a rule (a test checks)
+RULES = {
+    "protocol": _one_of(sorted(PROTOCOLS)), "preset": (lambda v: True, "a preset"),
+    "dataset": _one_of(sorted(DATASETS)), "teacher_arch": _one_of(sorted(MODEL_REGISTRY)),
+    "student_arch": _one_of(sorted(MODEL_REGISTRY)), "proj_head": _one_of(PROJECTION_HEADS),
+    "train_subset": _at_least(2, optional=True), "teacher_train_subset": _at_least(2, optional=True),
+    "teacher_epochs": _at_least(1), "projection_epochs": _at_least(1), "student_epochs": _at_least(1),
+    "probe_epochs": _at_least(1), "batch_size": _at_least(2), "student_batch_size": _at_least(2, optional=True),
+    "teacher_lr": _POSITIVE, "student_lr": _POSITIVE, "lr": _POSITIVE, "student_weight_decay": _NON_NEGATIVE,
+    "weight_decay": _NON_NEGATIVE, "student_schedule": _one_of(("constant", "cosine")),
+    "bank_negatives": (lambda v: v >= 1, "an integer >= 1 (the bank runs need negatives; bank_ablation=false "
+                       "drops the bank stage)"),
+    "bank_init_pair": _one_of((True, False)), "bank_ablation": _one_of((True, False)),
+    "alpha_sweep": (lambda v: all(x > 0 for x in v), "alpha values > 0"),
+    "beta_sweep": (lambda v: all(x >= 0 for x in v), "beta values >= 0"),
+    "tau_sweep": (lambda v: all(x > 0 for x in v), "temperatures > 0"),
+    "alpha_modes": (lambda v: len(v) > 0 and len(set(v)) == len(v) and set(v) <= {"weight", "logit"},
+                    "one or both of weight, logit, each once"),
+    "lr_milestones": (lambda v: all(x >= 1 for x in v) and list(v) == sorted(set(v)),
+                      "increasing epoch numbers >= 1"),
+    "lr_decay": (lambda v: 0 < v <= 1, "a number in (0, 1]"), "kd_temperature": _POSITIVE,
+    "embed_dim": _at_least(1), "teacher_checkpoint": (lambda v: True, "a file"),
+    "seed": _SEED, "seeds": (lambda v: all(_SEED[0](x) for x in v), f"seeds, each {_SEED[1]}"),
+    "sweep_centre": (lambda v: True, "the protocol's"),
+}
+
+
+def check_settings(s: dict) -> None:
+    """Every setting against its rule (RULES), before any data is read: one ValueError line naming
+    the first bad value and what it takes."""
+    for key, value in s.items():
+        check, takes = RULES[key]
+        if not check(value):
+            raise ValueError(f"{key}={value!r} is not allowed: {key} takes {takes}")
+
+
 def validate(cfg: StudyConfig) -> list[Run]:
     """Check everything that can be checked before any work; raise ValueError with one line."""
     presets, stages = PROTOCOLS[cfg.protocol]
@@ -185,7 +256,11 @@ def validate(cfg: StudyConfig) -> list[Run]:
                          f"{', '.join(presets)}")
     if cfg.pair is not None and (cfg.pair.count("-") != 1 or not all(p in MODEL_REGISTRY for p in cfg.pair.split("-"))):
         raise ValueError(f"--pair {cfg.pair!r}: expected TEACHER-STUDENT, each one of {', '.join(sorted(MODEL_REGISTRY))}")
+    for seed in (cfg.seeds or []) + ([cfg.seed] if cfg.seed is not None else []):
+        if not _SEED[0](seed):
+            raise ValueError(f"seed {seed} is out of range: a seed is {_SEED[1]}")
     s = cfg.settings()
+    check_settings(s)
     if cfg.teacher_checkpoint:
         _check_teacher_file(cfg, s)
     dataset_info(s["dataset"])

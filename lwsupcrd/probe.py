@@ -2,10 +2,12 @@
 once, and a linear classifier trained on them."""
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.nn.functional as F
 
-from .data import DatasetInfo, normalize
+from .data import DatasetInfo, Split, normalize
 from .models import ModelWrapper
 
 
@@ -62,3 +64,35 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
         test_acc = float((head(test_x).argmax(1) == test_y).float().mean()) * 100
         train_acc = float((head(train_x).argmax(1) == train_y).float().mean()) * 100
     return {"probe_test_acc": test_acc, "probe_train_acc": train_acc, "probe_gap": train_acc - test_acc}
+
+
+def score(model: ModelWrapper, cfg: dict, train: Split, test: Split, info: DatasetInfo) -> dict:
+    """A trained run's scores: the standard protocol's top-1 of the model's own classifier (float32,
+    last epoch); otherwise the linear probe on the frozen backbone (and a CE run's own head)."""
+    cl = bool(cfg.get("channels_last"))
+    if cfg.get("protocol") == "standard":
+        logits = embed(model, test.images, info, channels_last=cl, amp=False)[2]
+        return {"test_acc": float((logits.argmax(1) == test.labels).float().mean()) * 100}
+    start = time.perf_counter()
+    train_f, _, _ = embed(model, train.images, info, channels_last=cl)
+    test_f, _, test_logits = embed(model, test.images, info, channels_last=cl)
+    embedded = time.perf_counter()
+    metrics = linear_probe(train_f, train.labels, test_f, test.labels, info.num_classes,
+                           epochs=cfg["probe_epochs"], seed=cfg["seed"])
+    metrics["embed_seconds"], metrics["probe_seconds"] = embedded - start, time.perf_counter() - embedded
+    if cfg["method"] in ("ce", "undistilled"):
+        metrics["head_test_acc"] = float((test_logits.argmax(1) == test.labels).float().mean()) * 100
+    return metrics
+
+
+def probe_floors(random_student: ModelWrapper, train: Split, test: Split, info: DatasetInfo, epochs: int,
+                 seed: int) -> dict:
+    """What the probe reads without training, with the students' probe protocol: raw pixels and a
+    randomly initialised student."""
+    probe = dict(num_classes=info.num_classes, epochs=epochs, seed=seed)
+    pixels = linear_probe(normalize(train.images, info).flatten(1), train.labels,
+                          normalize(test.images, info).flatten(1), test.labels, **probe)
+    random_init = linear_probe(embed(random_student, train.images, info)[0], train.labels,
+                               embed(random_student, test.images, info)[0], test.labels, **probe)
+    return {"train_size": len(train), "raw_pixels": pixels["probe_test_acc"],
+            "random_student": random_init["probe_test_acc"]}

@@ -162,6 +162,23 @@ def build_runs(settings: dict) -> list[Run]:
     return runs
 
 
+def dependency_order(runs: dict[str, Run], only: list[str] | None = None) -> list[str]:
+    """The runs named in `only` (by name or by name without seed; all if None) and, before each,
+    the runs it needs."""
+    wanted = [n for n, r in runs.items() if not only or n in only or r.base in only]
+    ordered: list[str] = []
+
+    def visit(name):
+        for dep in runs[name].requires:
+            visit(dep)
+        if name not in ordered:
+            ordered.append(name)
+
+    for name in wanted:
+        visit(name)
+    return ordered
+
+
 def build_study_runs(settings: dict, seeds: list[int] | None) -> list[Run]:
     """One chain of runs per seed (names end in `_seed<k>`), or the plain chain without seeds."""
     build = build_standard_runs if settings.get("protocol") == "standard" else build_runs

@@ -60,7 +60,8 @@ def _describe(keys: list[str], limit: int = 4) -> str:
 def load_published(path: str | Path, arch: str, num_classes: int = 100) -> nn.Module:
     """The backbone `arch` (with its classifier) holding the weights of a RepDistiller-format
     checkpoint, read with weights_only=True; every key and shape must match, or one CheckpointError
-    line names the mismatching keys."""
+    line names the mismatching keys. The one absence accepted is that of every BatchNorm's
+    `num_batches_tracked` together (files saved by PyTorch 0.4.0, as RepDistiller's were)."""
     if arch not in PUBLISHED_ARCHS:
         raise ValueError(f"no published checkpoints for {arch!r}; supported: {', '.join(PUBLISHED_ARCHS)}")
     return _published_state(safe_load(path), path, arch, num_classes)
@@ -91,6 +92,10 @@ def _published_state(state, path, arch: str, num_classes: int) -> nn.Module:
     model = create_model(arch, num_classes)
     ours = model.state_dict()
     mapped = {to_ours(arch, k): v for k, v in state.items()}
+    untracked = [k for k in ours if k.endswith(".num_batches_tracked") and k not in mapped]
+    if len(untracked) == sum(k.endswith(".num_batches_tracked") for k in ours):
+        # saved by PyTorch 0.4.0 (RepDistiller's), whose BatchNorm kept no such counter; evaluation never reads it
+        mapped.update({k: torch.zeros((), dtype=torch.long) for k in untracked})
     missing = [to_reference(arch, k) for k in ours if k not in mapped]
     unexpected = [k for k in state if to_ours(arch, k) not in ours]
     shapes = [f"{to_reference(arch, k)} {tuple(v.shape)} (expected {tuple(ours[k].shape)})"

@@ -3,7 +3,7 @@
     python -m lwsupcrd.report json_results/comprehensive_results_resnet18_cifar100.json
     python -m lwsupcrd.report results/evidence/comprehensive_results_resnet8_fashion-mnist.json --readme README.md
 
-writes REPORT.md beside the results file and prints the same tables; with `--readme` it also
+writes the report beside the results file (its name, ending in .md) and prints the same tables; with `--readme` it also
 rewrites the README's generated results section (between its `results:begin`/`results:end`
 markers). With several seeds each number is mean ± standard deviation over seeds (n given), and
 a difference is marked significant (*) only when a paired t-test over the seeds gives p < 0.05.
@@ -17,8 +17,10 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
+from .code import code_of, versions_section
 from .files import write_text
 from .groups import Group, base_name, groups_of, markdown_table, mean_std, paired, paired_delta
 from .losses import onehot_teacher_beta
@@ -69,6 +71,8 @@ class Report:
         self.supcon = self.find(lambda g: g.stage == "baselines" and g.config["method"] == "supcon")
         self.teacher = self.find(lambda g: g.stage == "teacher")
         self.head = self.find(lambda g: g.stage == "projection")
+        self.codes = {name: code_of(e) for name, e in results["runs"].items()}
+        self.main_code = max(Counter(self.codes.values()).items(), key=lambda kv: (kv[1], kv[0]), default=("?",))[0]
         floors = results.get("floors", {})
         self.raw = Group("raw pixels", [{"stage": "floor", "config": {"seed": int(k)}, "metrics": {
             "probe_test_acc": f["raw_pixels"]}} for k, f in floors.items()]) if floors else None
@@ -93,6 +97,11 @@ class Report:
                 c.get(k) == v for k, v in centre.items())
         found = self.scored(match)
         return found[0] if found else None
+
+    def mark(self, g: Group) -> str:
+        """The group's label, with † if any of its runs was computed by other code than most runs."""
+        other = any(self.codes.get(n) != self.main_code for n, b in self.names.items() if b == g.base)
+        return label(g) + (" †" if other else "")
 
     def find(self, pred) -> Group | None:
         return next((g for g in self.groups.values() if pred(g)), None)
@@ -127,13 +136,15 @@ class Report:
             return parts.popitem()[1] if len(set(parts.values())) == 1 else ", ".join(f"{r} {v}" for r, v in parts.items())
 
         hardware = sorted({machine(e.get("environment", {})) for e in entries}) or [machine(env)]
+        codes = sorted({code_of(e) for e in entries})
+        code = codes[0] if len(codes) == 1 else f"{len(codes)} versions (Code versions; † marks the minority's runs)"
         seeds = sorted({e["config"]["seed"] for e in entries})
         return (f"*Preset `{s.get('preset', '?')}`, dataset {s['dataset']}, student {s['student_arch']}, teacher "
                 f"{s['teacher_arch']}, projection head {s.get('proj_head', 'mlp')}, train images per seed: "
                 f"{per_role('train_size')}; epochs: {per_role('epochs')}; batch: {per_role('batch_size')}; optimiser: "
                 f"{per_role('optimizer')}, lr {per_role('lr')}; seeds {seeds}, hardware: {'; '.join(hardware)}, torch "
                 f"{env.get('torch', '?')}, "
-                f"code {env.get('git_sha', '?')}. Accuracy: linear probe on the frozen backbone (test split). "
+                f"code {code}. Accuracy: linear probe on the frozen backbone (test split). "
                 f"Geometry on the test split: alignment (same-class pairs) and uniformity (t=2) of the "
                 f"L2-normalised projection (proj.; the teacher's is its distillation head) and of the "
                 f"L2-normalised backbone features (backbone).*")
@@ -158,7 +169,7 @@ class Report:
         return ["## Main results", "", self.conditions(rows), "",
                 markdown_table(["Method", "Run", "Test acc (%)", "Δ vs SupCon", "Δ vs raw pixels", "Align. proj. ↓",
                                 "Unif. proj. ↓", "Align. backbone ↓", "Unif. backbone ↓"],
-                               [[label(g), f"`{g.base}`", g.fmt("probe_test_acc"), paired_delta(g, self.supcon),
+                               [[self.mark(g), f"`{g.base}`", g.fmt("probe_test_acc"), paired_delta(g, self.supcon),
                                  "–" if g.stage == "teacher" else paired_delta(g, self.raw)]
                                 + self.geometry(g) for g in rows]), ""]
 
@@ -282,7 +293,7 @@ def build_report(results: dict) -> str:
            "produced by this code under the conditions stated with each table. With several seeds: mean ± "
            "standard deviation over seeds; * marks a paired t-test p < 0.05 over the seeds.", ""]
     return "\n".join(out + r.floors() + r.main_table() + r.comparisons() + r.sweeps() + r.bank() + r.weights()
-                     + r.time())
+                     + r.time() + versions_section(r.codes, r.main_code))
 
 
 def aggregate(results: dict) -> dict:
@@ -306,7 +317,7 @@ def aggregate(results: dict) -> dict:
 def write_report(results_path: str | Path) -> Path:
     results_path = Path(results_path)
     results = json.loads(results_path.read_text())
-    path = results_path.parent / "REPORT.md"
+    path = results_path.with_suffix(".md")
     if results["settings"].get("protocol") == "standard":
         from .benchmark import build_standard_report
 

@@ -97,7 +97,7 @@ def show_stage(study, stage: str) -> list[Path]:
                 for n in names]
         pngs = [p for p in pngs if p.suffix == ".png" and p.exists()]
         if pngs:
-            path = study.plots_dir / f"stage_{stage}_{kind}.png"
+            path = study.study_plots_dir / f"stage_{stage}_{kind}.png"
             grids.append(plots.image_grid(pngs, f"{stage}: {title}", path))
     present(table, grids)
     return grids

@@ -1,10 +1,11 @@
-"""The runner: for each run of the protocol, the cache decision (a checkpoint whose config
-matches), the lock that lets several processes share a study, training, evaluation by linear
-probe, the geometry analysis, and the results file."""
+"""The runner: for each run of the protocol, the cache decision (`cache.py`: files named by the
+run's id), the lock that lets several processes share a study, training, evaluation by linear
+probe, the geometry analysis, and the results file. A study's results file is named by a hash of
+its settings, so each study keeps its own; an earlier file is replaced only when asked
+(`--force-retrain`)."""
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import json
 import time
 from pathlib import Path
@@ -12,23 +13,24 @@ from pathlib import Path
 import torch
 
 from . import distributed
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, weights_sha256
+from .cache import RunFiles, other_code_notice, read_cached, recorded_code, short_hash
+from .checkpoint import save_checkpoint, weights_sha256
+from .code import code_version
 from .files import environment, write_json
-from .data import DataError, Split, balanced_subset, dataset_info, load_split, normalize
+from .data import DataError, Split, balanced_subset, dataset_info, load_split
 from .locks import file_lock
 from .machine import resolve_device
 from .models import ModelWrapper
 from .options import StudyConfig
-from .probe import embed, linear_probe
-from .protocol import Run, build_study_runs
+from .probe import probe_floors, score
+from .protocol import Run, build_study_runs, dependency_order
 from .published import REFERENCE_NORMALIZATION, load_teacher_file
 from .analysis import analyze_run, figure_paths
-from .train import check_frozen, fit, frozen_snapshot
+from .train import check_frozen, epoch_line, fit, frozen_snapshot
 
 
-def config_diff(old: dict, new: dict) -> list[str]:
-    keys = sorted(set(old) | set(new))
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+class StudyError(RuntimeError):
+    """Something in the out-dir stops the study before it can train; the message says what to do."""
 
 
 class Study:
@@ -44,14 +46,17 @@ class Study:
             self.info = dataclasses.replace(self.info, mean=REFERENCE_NORMALIZATION[0], std=REFERENCE_NORMALIZATION[1])
         self.device = resolve_device(cfg.device)
         self.out = Path(cfg.out_dir)
-        self.models_dir = self.out / "pth_models"
-        self.logs_dir = self.out / "json_results" / "training_logs"
         self.plots_dir = self.out / "plots"
         stem = (f"standard_results_{self.settings['teacher_arch']}-{self.settings['student_arch']}" if self.standard
                 else f"comprehensive_results_{self.settings['student_arch']}")
-        self.results_path = self.out / "json_results" / f"{stem}_{self.settings['dataset']}.json"
+        self.settings_id = short_hash(self.settings)
+        self.results_path = self.out / "json_results" / f"{stem}_{self.settings['dataset']}_{self.settings_id}.json"
+        self.study_plots_dir = self.plots_dir / self.results_path.stem
         self.models: dict[str, ModelWrapper] = {}
         self.fingerprints: dict[str, str] = {}
+        self.files = RunFiles(self.out, self.runs, self._base_config)
+        self.code = code_version()
+        self.other_code: dict[str, dict] = {}  # cached runs trained by other code: name -> their version
         self.results = self._read_results()
         self.touched: set[str] = set()
         self.full_train: Split | None = None
@@ -74,6 +79,7 @@ class Study:
         if s["bank_negatives"] > train_size:
             raise ValueError(f"bank negatives {s['bank_negatives']} exceed the bank size (one slot per training "
                              f"image: {train_size})")
+        print(f"data: {s['dataset']} from {full.source} ({len(full)} training, {len(test)} test images)")
         self.full_train, self.test = full, test.to(self.device)
         self.train = self.split_of(s["seed"])
 
@@ -98,54 +104,46 @@ class Study:
             train = self.split_of(seed)
             if str(seed) in floors and floors[str(seed)].get("train_size") == len(train):
                 continue
-            probe = dict(num_classes=self.info.num_classes, epochs=s["probe_epochs"], seed=seed)
-            pixels = linear_probe(normalize(train.images, self.info).flatten(1), train.labels,
-                                  normalize(self.test.images, self.info).flatten(1), self.test.labels, **probe)
             torch.manual_seed(seed)
             student = ModelWrapper(s["student_arch"], self.info.num_classes, in_channels=self.info.channels,
                                    proj_head=s["proj_head"]).to(self.device)
-            train_f = embed(student, train.images, self.info)[0]
-            random_init = linear_probe(train_f, train.labels, embed(student, self.test.images, self.info)[0],
-                                       self.test.labels, **probe)
-            floors[str(seed)] = {"train_size": len(train), "raw_pixels": pixels["probe_test_acc"],
-                                 "random_student": random_init["probe_test_acc"]}
+            floors[str(seed)] = probe_floors(student, train, self.test, self.info, s["probe_epochs"], seed)
         if distributed.current().main:
             self.save_results()
         return floors
 
     def order(self) -> list[str]:
-        """The selected runs and, before them, what they need."""
-        only = set(self.cfg.only or [])
-        wanted = [n for n, r in self.runs.items() if not only or n in only or r.base in only]
-        ordered: list[str] = []
-
-        def visit(name):
-            for dep in self.runs[name].requires:
-                visit(dep)
-            if name not in ordered:
-                ordered.append(name)
-
-        for name in wanted:
-            visit(name)
-        return ordered
+        """The selected runs (--only) and, before them, what they need."""
+        return dependency_order(self.runs, self.cfg.only)
 
     def run_config(self, run: Run) -> dict:
-        train = self.split_of(run.cfg["seed"], run.cfg["train_subset"])
-        cfg = dict(run.cfg, train_size=len(train), channels_last=self.device.type == "cuda")
-        if self.device.type == "cpu" and self.cfg.cpu_bf16:
-            cfg["amp"] = True
+        """The run's config as trained here: the protocol's, the data's size, the device's layout and
+        precision, and the weight checksums of the runs it needs (those must be loaded first)."""
+        cfg = self._base_config(run)
         if run.requires:
             cfg["requires"] = {dep: self.fingerprints[dep] for dep in run.requires}
         return cfg
 
+    def _base_config(self, run: Run) -> dict:
+        train = self.split_of(run.cfg["seed"], run.cfg["train_subset"])
+        cfg = dict(run.cfg, train_size=len(train), channels_last=self.device.type == "cuda")
+        if self.device.type == "cpu" and self.cfg.cpu_bf16:
+            cfg["amp"] = True
+        return cfg
+
+    def other_code_notice(self) -> str:
+        """The cached runs of the selection that other code trained, from their checkpoints' headers,
+        as one block (empty if none); with --retrain-other-code, exactly those are retrained."""
+        self.other_code = {}
+        for name in self.order():
+            path = self.files.checkpoint(name)
+            version = recorded_code(path) if path.is_file() and not self.forced(self.runs[name]) else None
+            if version is not None and version.get("fingerprint") != self.code["fingerprint"]:
+                self.other_code[name] = version
+        return other_code_notice(self.other_code, self.code, self.cfg.retrain_other_code)
+
     def forced(self, run: Run) -> bool:
-        """FORCE_RETRAIN: True for every run, or a list of stages and run-name patterns (matched
-        against the name with and without its seed suffix); FORCE_RETRAIN_BANK_ABLATION: the bank stage."""
-        what = self.cfg.force_retrain
-        if what is True or (self.cfg.force_retrain_bank_ablation and run.bank_ablation):
-            return True
-        return any(p == run.stage or fnmatch.fnmatch(run.name, p) or fnmatch.fnmatch(run.base, p)
-                   for p in (what or []))
+        return self.cfg.forces(run, self.other_code)
 
     def run_all(self, names: list[str]) -> None:
         """Run these in order, but skip past a run another process holds and come back to it, so
@@ -173,7 +171,7 @@ class Study:
         ddp = distributed.current()
         if ddp.world_size > 1 and not ddp.main:  # rank 0 holds the lock for the whole group
             return self._run_locked(run)
-        with file_lock(self.models_dir / f".{name}.lock", blocking=wait or ddp.world_size > 1) as locked:
+        with file_lock(self.files.lock(name), blocking=wait or ddp.world_size > 1) as locked:
             if not locked:
                 return None
             return self._run_locked(run)
@@ -181,25 +179,11 @@ class Study:
     def _run_locked(self, run: Run) -> ModelWrapper:
         name = run.name
         cfg = self.run_config(run)
-        path = self.models_dir / f"{name}.pth"
-        model, ckpt, why = None, None, "no checkpoint"
-        if self.forced(run):
-            why = "forced"
-        elif path.exists():
-            try:
-                ckpt = load_checkpoint(path, map_location=self.device)
-            except CheckpointError as err:
-                why = f"{err}; retraining"
-                print(why)
-            else:
-                diff = config_diff(ckpt["config"], cfg)
-                if not diff:
-                    model = self._model(cfg)
-                    model.load_state_dict(ckpt["state_dict"])
-                    why = "cached"
-                else:
-                    why = "config changed (" + "; ".join(diff) + ")"
-                    ckpt = None
+        path = self.files.checkpoint(name)
+        if path.is_dir():
+            raise StudyError(f"{path} is a directory where {name}'s checkpoint should be; move it away and rerun "
+                             f"(nothing was changed, every finished run is kept)")
+        model, ckpt, why = self._cached(run, cfg, path)
         cached = model is not None
         ddp = distributed.current()
         if distributed.broadcast(cached) != cached:
@@ -208,17 +192,24 @@ class Study:
             print(f"== {name}: training ({why})")
             print("   config: " + json.dumps(cfg, sort_keys=True))
             model, ckpt = self._train(run, cfg, path)
+        elif why != "cached":  # the network is reused, its scores are not: probe settings changed, or a legacy file
+            print(f"== {name}: {why}")
+            ckpt = self._rescore(run, cfg, path, model, ckpt)
         self.models[name] = model
         self.fingerprints[name] = ckpt["weights_sha256"]
         if not ddp.main:
             distributed.barrier()  # rank 0 evaluates, analyses and records
             return model
+        version = ckpt.get("environment", {}).get("code") or {}
+        if cached and version.get("fingerprint") != self.code["fingerprint"]:
+            self.other_code[name] = version
         entry = {"stage": run.stage, "base": run.base, "teacher": run.teacher, "control": run.control,
-                 "centre": run.centre, "config": cfg, "metrics": ckpt["metrics"], "cached": cached,
+                 "centre": run.centre, "id": self.files.run_id(name), "config": cfg, "metrics": ckpt["metrics"],
+                 "cached": cached, "code": version,
                  "checkpoint": str(path.relative_to(self.out)) if path.is_relative_to(self.out) else str(path),
                  "environment": ckpt.get("environment", {})}
         previous = self._read_results()["runs"].get(name) or self.results["runs"].get(name, {})
-        if cached and previous.get("config") == cfg and "analysis" in previous:
+        if cached and previous.get("config") == cfg and previous.get("id") == entry["id"] and "analysis" in previous:
             entry["analysis"] = previous["analysis"]
         self.results["runs"][name] = entry
         self.touched.add(name)
@@ -230,6 +221,28 @@ class Study:
               + (f"; {summary}" if summary else ""))
         distributed.barrier()
         return model
+
+    def _cached(self, run: Run, cfg: dict, path: Path) -> tuple[ModelWrapper | None, dict | None, str]:
+        """`(model, checkpoint, why)`: `cache.read_cached` unless the run is forced; a checkpoint saved
+        before run ids is read from its old name when none has the new one."""
+        if self.forced(run):
+            return None, None, "forced"
+        legacy = self.files.legacy_checkpoint(run.name)
+        if not path.exists() and legacy.is_file():
+            path = legacy
+        if not path.exists():
+            return None, None, "no checkpoint"
+        return read_cached(path, cfg, self._model, self.device)
+
+    def _rescore(self, run: Run, cfg: dict, path: Path, model: ModelWrapper, ckpt: dict) -> dict:
+        """Score a cached network again (its training metrics kept) and save it under its id."""
+        training = {k: v for k, v in ckpt["metrics"].items() if k == "train_seconds" or k.startswith("w.")}
+        metrics = {**training, **self.evaluate(run, cfg, model)}
+        extra = {k: ckpt[k] for k in ("teacher_projection",) if k in ckpt}
+        env = ckpt.get("environment") or {}
+        if ckpt["legacy"]:
+            env = {**env, "code": {"fingerprint": None, "git": env.get("git_sha", "unknown")}}
+        return save_checkpoint(self.files.checkpoint(run.name), ckpt["state_dict"], cfg, metrics, env=env, extra=extra)
 
     def _read_results(self) -> dict:
         """The results file on disk if it belongs to these settings, else an empty one (a file for
@@ -279,19 +292,14 @@ class Study:
             teacher.requires_grad_(False)
             teacher.projection.requires_grad_(True)
             frozen = frozen_snapshot(teacher.backbone)
-        log_path = self.logs_dir / f"{run.name}.json"
+        log_path = self.files.log(run.name)
         env = {**environment(), "device": str(self.device), "compile": self.cfg.compile}
         log = {"run": run.name, "config": cfg, "environment": env, "epochs": []}
 
         def on_epoch(row):
             log["epochs"].append(row)
             write_json(log_path, log)
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items()
-                              if k not in ("epoch", "lr", "epoch_seconds") and not k.startswith("w."))
-            if "w.q_mean" in row:
-                shown += (f", teacher q {row['w.q_mean']:.3f} [{row['w.q_p05']:.3f}, {row['w.q_p95']:.3f}], "
-                          f"margin {row['w.margin_mean']:.2f}")
-            print(f"   epoch {row['epoch']}/{cfg['epochs']}: {shown} ({row['epoch_seconds']:.1f}s)")
+            print(epoch_line(row, cfg["epochs"]))
 
         start = time.perf_counter()
         train = self.split_of(cfg["seed"], cfg["train_subset"])
@@ -327,24 +335,10 @@ class Study:
     def evaluate(self, run: Run, cfg: dict, model: ModelWrapper) -> dict:
         if run.stage == "projection":
             return {}
-        cl = bool(cfg.get("channels_last"))
-        if cfg.get("protocol") == "standard":  # top-1 of the model's own classifier, float32, last epoch
-            logits = embed(model, self.test.images, self.info, channels_last=cl, amp=False)[2]
-            return {"test_acc": float((logits.argmax(1) == self.test.labels).float().mean()) * 100}
-        train = self.split_of(cfg["seed"], cfg["train_subset"])
-        start = time.perf_counter()
-        train_f, _, _ = embed(model, train.images, self.info, channels_last=cl)
-        test_f, _, test_logits = embed(model, self.test.images, self.info, channels_last=cl)
-        embedded = time.perf_counter()
-        metrics = linear_probe(train_f, train.labels, test_f, self.test.labels, self.info.num_classes,
-                               epochs=cfg["probe_epochs"], seed=cfg["seed"])
-        metrics["embed_seconds"], metrics["probe_seconds"] = embedded - start, time.perf_counter() - embedded
-        if cfg["method"] in ("ce", "undistilled"):
-            metrics["head_test_acc"] = float((test_logits.argmax(1) == self.test.labels).float().mean()) * 100
-        return metrics
+        return score(model, cfg, self.split_of(cfg["seed"], cfg["train_subset"]), self.test, self.info)
 
     def figure_paths(self, name: str) -> dict[str, Path]:
-        return figure_paths(self.plots_dir, name)
+        return figure_paths(self.plots_dir, self.files.key(name))
 
     def analyze(self, run: Run, model: ModelWrapper, cached: bool) -> None:
         """Geometry metrics into the results entry and the run's figures (`analysis.analyze_run`);
@@ -360,7 +354,7 @@ class Study:
         if not distributed.current().main:
             return "", []
         self.save_results()
-        figures = study_figures(self.results, self.plots_dir)
+        figures = study_figures(self.results, self.study_plots_dir)
         return write_report(self.results_path).read_text(), figures
 
 

@@ -9,19 +9,18 @@ training state goes to a resume checkpoint, so rerunning after a kill continues 
 from __future__ import annotations
 
 import os
-import random
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn as nn
 
 from . import distributed
-from .checkpoint import CheckpointError, safe_load
-from .files import atomic_write
+from .checkpoint import CheckpointError, rng_state, safe_load, set_rng_state
+from .files import save_torch
 from .data import DatasetInfo, Split, crop_flip, crop_flip_params
 from .distributed import all_reduce_sum, average_gradients, current
 from .memory_bank import MomentumMemoryBank
@@ -37,7 +36,19 @@ class NonFiniteError(RuntimeError):
 
 
 class TrainingInterrupted(RuntimeError):
-    """Ctrl-C during training; the resume checkpoint of the last finished epoch is on disk."""
+    """Ctrl-C or SIGTERM during training; the resume checkpoint of the last finished epoch is on disk."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill <pid>`, a scheduler's pre-emption), raised where the process is, as Ctrl-C is."""
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into `Terminated`, so that a killed study says what it kept (main thread only)."""
+    def handler(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 @dataclass(frozen=True)
@@ -84,26 +95,6 @@ def build_scheduler(cfg: dict, optimizer) -> torch.optim.lr_scheduler.LRSchedule
     raise ValueError(f"unknown schedule {cfg['schedule']!r}; choose cosine, constant or step")
 
 
-def rng_state(generator: torch.Generator) -> dict:
-    np_state = np.random.get_state()
-    state = {"python": random.getstate(), "torch": torch.get_rng_state(), "augment": generator.get_state(),
-             "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                       "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict, generator: torch.Generator) -> None:
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["augment"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def frozen_snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
     """Copies of every weight and BatchNorm statistic, to prove later that nothing moved."""
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
@@ -144,9 +135,11 @@ class Loop:
         return state
 
     def restore(self, path: Path, device: torch.device) -> int:
-        """Continue from a resume checkpoint written with the same config; returns the epochs done."""
-        try:
-            state = safe_load(path, map_location=device)
+        """Continue from a resume checkpoint written with the same config; returns the epochs done.
+        The file is read onto the CPU whatever `device` the run trains on: RNG states must stay CPU
+        byte tensors, and each load_state_dict moves its tensors to where the module lives."""
+        try:  # on the CPU: RNG states must stay CPU byte tensors; load_state_dict moves the rest to the device
+            state = safe_load(path, map_location="cpu")
         except CheckpointError as err:
             print(f"[{self.name}] ignoring resume checkpoint: {err}")
             return 0
@@ -283,6 +276,16 @@ def _epoch_row(loop: Loop, epoch: int, sums: dict, correct: torch.Tensor, seen: 
     return row
 
 
+def epoch_line(row: dict, epochs: int) -> str:
+    """The line printed after each epoch: its loss parts, accuracy and, for LW-SupCRD, its weights."""
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items()
+                      if k not in ("epoch", "lr", "epoch_seconds") and not k.startswith("w."))
+    if "w.q_mean" in row:
+        shown += (f", teacher q {row['w.q_mean']:.3f} [{row['w.q_p05']:.3f}, {row['w.q_p95']:.3f}], "
+                  f"margin {row['w.margin_mean']:.2f}")
+    return f"   epoch {row['epoch']}/{epochs}: {shown} ({row['epoch_seconds']:.1f}s)"
+
+
 def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: DatasetInfo, device: torch.device,
         teacher: ModelWrapper | None = None, resume_path: str | Path | None = None,
         on_epoch: Callable[[dict], None] | None = None, progress: bool = True,
@@ -335,12 +338,13 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
                     raise NonFiniteError(f"[{run_name}] parameter {name} became non-finite in epoch {epoch + 1}")
             if resume_path is not None and ddp.main:
                 state = loop.state(epoch + 1)
-                atomic_write(resume_path, lambda tmp: torch.save(state, tmp))
+                save_torch(resume_path, state)
             distributed.barrier()
             if on_epoch is not None and ddp.main:
                 on_epoch(row)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         done = len(loop.history)
         where = f"epoch {done} is saved in {resume_path}" if resume_path and done else "nothing was saved yet"
-        raise TrainingInterrupted(f"[{run_name}] interrupted; {where}. Rerun the same command to resume.") from None
+        how = "stopped by SIGTERM" if isinstance(err, Terminated) else "interrupted"
+        raise TrainingInterrupted(f"[{run_name}] {how}; {where}. Rerun the same command to resume.") from None
     return loop.history

@@ -22,16 +22,43 @@ def cached_runs(stdout: str) -> list[str]:
             if line.startswith("== ") and (line.rstrip().endswith(": cached") or ": cached;" in line)]
 
 
-def wait_for_file(path: Path, proc: subprocess.Popen, give_up_after: float = 120) -> None:
-    """Poll until `path` exists while `proc` runs: a guard against a hung child, not a timing."""
-    import time
+def _one(folder: Path, pattern: str) -> Path:
+    import re
 
+    found = [p for p in folder.iterdir() if re.fullmatch(pattern, p.name)] if folder.is_dir() else []
+    assert len(found) == 1, f"expected one file matching {pattern} in {folder}, found {[p.name for p in found]}"
+    return found[0]
+
+
+def results_file(out: Path, kind: str = "comprehensive") -> Path:
+    """The study's results file (its name ends in the settings' id); exactly one must exist."""
+    return _one(Path(out) / "json_results", rf"{kind}_results_.*_[0-9a-f]{{10}}\.json")
+
+
+def report_file(out: Path, kind: str = "comprehensive") -> Path:
+    return results_file(out, kind).with_suffix(".md")
+
+
+def checkpoint_file(out: Path, name: str, suffix: str = ".pth") -> Path:
+    """`pth_models/<name>-<id>.pth` (or `.resume.pth`): the run's one checkpoint."""
+    import re
+
+    return _one(Path(out) / "pth_models", re.escape(name) + r"-[0-9a-f]{10}" + re.escape(suffix))
+
+
+def log_file(out: Path, name: str) -> Path:
+    import re
+
+    return _one(Path(out) / "json_results" / "training_logs", re.escape(name) + r"-[0-9a-f]{10}\.json")
+
+
+def wait_for_line(proc: subprocess.Popen, text: str) -> str:
+    """Read the child's stdout until a line containing `text` (an event from the child, not a
+    timing); fail if the child ends first. Returns that line."""
     import pytest
 
-    deadline = time.monotonic() + give_up_after
-    while not path.exists():
-        if proc.poll() is not None:
-            pytest.fail(f"the process ended (exit {proc.returncode}) before {path.name} appeared")
-        if time.monotonic() > deadline:
-            pytest.fail(f"{path.name} did not appear within {give_up_after:.0f} s")
-        time.sleep(0.05)
+    for line in proc.stdout:
+        if text in line:
+            return line
+    proc.wait()
+    pytest.fail(f"the process ended (exit {proc.returncode}) before printing {text!r}")

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import ROOT
+from helpers import ROOT, report_file, results_file
 from lwsupcrd.analysis import Embeddings, geometry
 from lwsupcrd.report import README_BEGIN, README_END, build_report, readme_section
 from lwsupcrd.protocol import PRESETS, build_runs
@@ -36,7 +36,7 @@ def test_geometry_view_alignment_of_rotated_views():
 
 def test_smoke_run_has_every_figure_and_metric(smoke):
     out = smoke["out"]
-    results = json.loads((out / "json_results" / "comprehensive_results_resnet8_cifar100.json").read_text())
+    results = json.loads(results_file(out).read_text())
     for name in [r.name for r in build_runs(dict(PRESETS["smoke"], seed=0))]:
         entry = results["runs"][name]["analysis"]
         for space in ("features", "projection"):
@@ -49,9 +49,10 @@ def test_smoke_run_has_every_figure_and_metric(smoke):
         assert entry["figure_space"] == "projection"
         assert entry["projection_head_trained"] == (results["runs"][name]["config"]["method"] not in
                                                     ("ce", "undistilled"))
-    for figure in ("sweeps_accuracy.png", "bank_ablation.png", "alignment_uniformity.png", "plotly.min.js"):
-        assert (out / "plots" / figure).exists()
-    report = (out / "json_results" / "REPORT.md").read_text()
+    for figure in ("sweeps_accuracy.png", "bank_ablation.png", "alignment_uniformity.png"):
+        assert (out / "plots" / results_file(out).stem / figure).exists()  # the study's own figures
+    assert (out / "plots" / "plotly.min.js").exists()
+    report = report_file(out).read_text()
     for heading in ("## Floors", "## Main results", "## α sweep", "α reading `logit`", "## β sweep", "## τ sweep",
                     "## Memory bank against matched controls", "## What the weights do"):
         assert heading in report
@@ -60,13 +61,13 @@ def test_smoke_run_has_every_figure_and_metric(smoke):
 
 
 def test_report_rebuilds_from_json_alone(smoke, tmp_path):
-    src = smoke["out"] / "json_results" / "comprehensive_results_resnet8_cifar100.json"
+    src = results_file(smoke["out"])
     copy = tmp_path / src.name
     copy.write_text(src.read_text())
     res = subprocess.run([sys.executable, "-m", "lwsupcrd.report", str(copy)], capture_output=True, text=True,
                          cwd=ROOT)
     assert res.returncode == 0, res.stderr
-    assert (tmp_path / "REPORT.md").read_text() == (smoke["out"] / "json_results" / "REPORT.md").read_text()
+    assert copy.with_suffix(".md").read_text() == report_file(smoke["out"]).read_text()
     assert "## Main results" in res.stdout
 
 

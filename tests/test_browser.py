@@ -73,7 +73,7 @@ def test_hypersphere_page_renders_offline(tmp_path):
 def test_smoke_run_hypersphere_page_in_browser(smoke, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    page_path = smoke["out"] / "plots" / "student_lwsupcrd_bank64_resnet8_cifar100_hypersphere.html"
+    page_path = next((smoke["out"] / "plots").glob("student_lwsupcrd_bank64_resnet8_cifar100-*_hypersphere.html"))
     with sync_playwright() as pw:
         browser, page, blocked = open_page(pw, page_path)
         per = page.evaluate("""() => {

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import ROOT, trained_runs, wait_for_file
+from helpers import ROOT, checkpoint_file, results_file, trained_runs, wait_for_line
 
 sys.path.insert(0, os.path.dirname(__file__))
 from ddp_setup import CFG, make_models, make_split  # noqa: E402
@@ -79,10 +79,10 @@ def test_torchrun_study_writes_one_set_of_outputs(smoke, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     trained = trained_runs(res.stdout)
     assert trained == ["teacher_resnet8_cifar100", "teacher_resnet8_cifar100_with_projection", name]  # once each
-    logs = sorted(p.name for p in (tmp_path / "json_results" / "training_logs").iterdir())
-    assert logs == sorted(f"{n}.json" for n in trained)
+    logs = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "json_results" / "training_logs").iterdir())
+    assert logs == sorted(trained)
     assert not [p for p in tmp_path.rglob("*.tmp")]
-    results = json.loads((tmp_path / "json_results" / "comprehensive_results_resnet8_cifar100.json").read_text())
+    results = json.loads(results_file(tmp_path).read_text())
     assert set(results["runs"]) == set(trained)
 
 
@@ -104,21 +104,19 @@ def test_torchrun_resume_after_sigkill_matches_uninterrupted_run(smoke, tmp_path
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(ROOT / "desupcon.py"), *map(str, args), "--out-dir", str(tmp_path / "killed")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT,
-                            start_new_session=True)
-    resume = tmp_path / "killed" / "pth_models" / f"{name}.resume.pth"
-    wait_for_file(resume, proc)
-    time.sleep(0.5)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT,
+                            start_new_session=True, text=True)
+    wait_for_line(proc, "epoch 1/5:")  # printed by rank 0 once that epoch's resume state is on disk
     # the launcher and both ranks (torchrun starts each rank in a session of its own)
     subprocess.run(["pkill", "-9", "-f", str(tmp_path / "killed")])
     proc.wait()
     time.sleep(0.5)
-    assert not (tmp_path / "killed" / "pth_models" / f"{name}.pth").exists()
+    assert not list((tmp_path / "killed" / "pth_models").glob(f"{name}-*[0-9a-f].pth"))
     res = torchrun(ROOT / "desupcon.py", *args, "--out-dir", tmp_path / "killed")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "resuming after epoch" in res.stdout
     from lwsupcrd.checkpoint import load_checkpoint
 
-    a = load_checkpoint(base / "pth_models" / f"{name}.pth")
-    b = load_checkpoint(tmp_path / "killed" / "pth_models" / f"{name}.pth")
+    a = load_checkpoint(checkpoint_file(base, name))
+    b = load_checkpoint(checkpoint_file(tmp_path / "killed", name))
     assert a["weights_sha256"] == b["weights_sha256"]

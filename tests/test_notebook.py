@@ -6,7 +6,7 @@ import sys
 import jupytext
 import nbformat
 
-from helpers import ROOT
+from helpers import ROOT, results_file
 
 
 def code_cells(nb):
@@ -56,4 +56,4 @@ def test_notebook_runs_headless_in_smoke_preset(smoke, tmp_path, monkeypatch):
     assert "== student_lwsupcrd_bank64_resnet8_cifar100: training (forced)" in outputs
     assert "== student_baseline_supcon_resnet8_cifar100: cached" in outputs
     assert "## Main results" in outputs
-    assert (tmp_path / "out" / "json_results" / "comprehensive_results_resnet8_cifar100.json").exists()
+    assert results_file(tmp_path / "out").exists()

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from helpers import cached_runs, run_script, trained_runs
+from helpers import cached_runs, report_file, results_file, run_script, trained_runs
 from lwsupcrd.benchmark import ROWS, method_of, standard_table
 from lwsupcrd.data import write_cifar_like
 from lwsupcrd.machine import forward_flops
@@ -115,14 +115,14 @@ def test_smoke_run_of_every_method_then_a_published_teacher(tmp_path):
     assert "TFLOP, about" in first.stdout  # the time estimate, before anything trains
     assert first.stdout.index("TFLOP") < first.stdout.index("== std_teacher")
     assert len(trained_runs(first.stdout)) == 1 + len(STANDARD_METHODS)
-    results = json.loads((out / "json_results" / "standard_results_resnet14-resnet8_cifar100.json").read_text())
+    results = json.loads(results_file(out, "standard").read_text())
     for name, entry in results["runs"].items():
         assert 0 <= entry["metrics"]["test_acc"] <= 100, name
         assert "analysis" not in entry  # scored by the classifier only
     logs = {p.stem: json.loads(p.read_text()) for p in (out / "json_results" / "training_logs").glob("*.json")}
     crd_kd = next(v for k, v in logs.items() if k.startswith("std_crd_kd"))
     assert {"ce", "kd", "distill"} <= set(crd_kd["epochs"][-1]) and crd_kd["epochs"][-1]["lr"] == pytest.approx(0.005)
-    report = (out / "json_results" / "REPORT.md").read_text()
+    report = report_file(out, "standard").read_text()
     assert "resnet14 → resnet8: ours" in report and "LW-SupCRD+KD" in report
 
     again = run_script(*args)

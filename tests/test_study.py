@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from helpers import cached_runs, run_script, trained_runs
+from helpers import cached_runs, checkpoint_file, log_file, report_file, results_file, run_script, trained_runs
 from lwsupcrd.checkpoint import load_checkpoint
 from lwsupcrd.models import ModelWrapper
 from lwsupcrd.protocol import PRESETS, build_runs
@@ -22,26 +22,26 @@ def test_smoke_writes_every_checkpoint_log_and_results(smoke):
     assert len(SMOKE_RUNS) == 24 and len(BANK_RUNS) == 5
     assert sorted(trained_runs(smoke["first"].stdout)) == sorted(SMOKE_RUNS)
     for name in SMOKE_RUNS:
-        ckpt = load_checkpoint(out / "pth_models" / f"{name}.pth")
+        ckpt = load_checkpoint(checkpoint_file(out, name))
         assert ckpt["config"]["epochs"] == 1 and ckpt["environment"]["torch"] == torch.__version__
-        assert not (out / "pth_models" / f"{name}.resume.pth").exists()
-        log = json.loads((out / "json_results" / "training_logs" / f"{name}.json").read_text())
+        assert not list((out / "pth_models").glob(f"{name}-*.resume.pth"))
+        log = json.loads(log_file(out, name).read_text())
         row = log["epochs"][0]
         assert {"loss", "lr", "epoch_seconds", "images_per_second"} <= set(row)
         assert log["config"] == ckpt["config"]
-    results = json.loads((out / "json_results" / "comprehensive_results_resnet8_cifar100.json").read_text())
+    results = json.loads(results_file(out).read_text())
     assert set(results["runs"]) == set(SMOKE_RUNS)
     for name, entry in results["runs"].items():
         if "with_projection" not in name:
             assert 0 <= entry["metrics"]["probe_test_acc"] <= 100
     assert "head_test_acc" in results["runs"]["student_undistilled_resnet8_cifar100"]["metrics"]
-    lw = load_checkpoint(out / "pth_models" / "student_alpha_1.0_beta_10.0_temp_0.07_resnet8_cifar100.pth")
+    lw = load_checkpoint(checkpoint_file(out, "student_alpha_1.0_beta_10.0_temp_0.07_resnet8_cifar100"))
     assert lw["config"]["alpha"] == 1.0 and lw["config"]["beta"] == 10.0 and lw["config"]["method"] == "lwsupcrd"
     assert "teacher_resnet8_cifar100_with_projection" in lw["config"]["requires"]
 
 
 def test_checkpoint_loads_into_model_wrapper(smoke):
-    ckpt = torch.load(smoke["out"] / "pth_models" / "student_baseline_supcon_resnet8_cifar100.pth",
+    ckpt = torch.load(checkpoint_file(smoke["out"], "student_baseline_supcon_resnet8_cifar100"),
                       weights_only=True)
     model = ModelWrapper.from_config(ckpt["config"])  # arch, classes and projection head, as trained
     model.load_state_dict(ckpt["state_dict"])
@@ -94,11 +94,21 @@ def test_only_brings_in_prerequisites_and_list_prints_order(smoke, tmp_path):
     (("--preset", "fast"), "invalid choice: 'fast'"),
     (("--student-arch", "resnet19"), "invalid choice: 'resnet19'"),
     (("--dataset", "mnist"), "invalid choice: 'mnist'"),
-    (("--batch-size", "1"), "batch size must be >= 2"),
-    (("--set", "student_batch_size=1"), "student batch size must be >= 2"),
+    (("--batch-size", "1"), "batch_size=1 is not allowed: batch_size takes an integer >= 2"),
+    (("--set", "student_batch_size=1"), "student_batch_size=1 is not allowed"),
     (("--set", "student_batch_size=5000"), "student batch size 5000 exceeds the training set (1000 images)"),
     (("--only", "student_nonsense"), "unknown run 'student_nonsense'"),
-    (("--epochs", "0"), "epochs must be >= 1"),
+    (("--epochs", "0"), "student_epochs=0 is not allowed: student_epochs takes an integer >= 1"),
+    # values that are type-checked but were not range-checked, and inputs to refuse rather than run
+    (("--set", "proj_head=foo"), "proj_head='foo' is not allowed: proj_head takes one of linear, mlp"),
+    (("--set", "student_schedule=bogus"), "student_schedule='bogus' is not allowed: student_schedule takes one of"),
+    (("--set", "alpha_modes=bogus"), "alpha_modes=['bogus'] is not allowed: alpha_modes takes one or both of"),
+    (("--set", "bank_negatives=-5"), "bank_negatives=-5 is not allowed: bank_negatives takes an integer >= 1"),
+    (("--set", "bank_negatives=0"), "bank_negatives=0 is not allowed"),
+    (("--seed", str(2**70)), f"seed {2**70} is out of range"),
+    (("--set", "alpha_sweep="), "alpha_sweep takes a comma-separated list of values (none: no sweep)"),
+    (("--set", "alpha_sweep=1,,2"), "alpha_sweep takes a comma-separated list"),
+    (("--only", ","), "--only ',' names no run"),
 ])
 def test_bad_input_is_one_line_before_any_work(args, message, tmp_path):
     res = run_script("--preset", "smoke", "--data-dir", tmp_path / "nodata", "--out-dir", tmp_path / "out", *args)
@@ -131,7 +141,7 @@ def test_seeds_run_the_whole_protocol_with_mean_std_and_paired_significance(smok
     assert res.returncode == 0, res.stderr[-3000:]
     names = [f"{b}_seed{s}" for s in (0, 1) for b in SMOKE_RUNS]
     assert sorted(trained_runs(res.stdout)) == sorted(names)
-    results = json.loads((tmp_path / "json_results" / "comprehensive_results_resnet8_cifar100.json").read_text())
+    results = json.loads(results_file(tmp_path).read_text())
     assert set(results["runs"]) == set(names)
     crd = results["runs"]["student_baseline_crd_resnet8_cifar100_seed1"]
     assert crd["teacher"] == "teacher_resnet8_cifar100_with_projection_seed1"
@@ -144,7 +154,7 @@ def test_seeds_run_the_whole_protocol_with_mean_std_and_paired_significance(smok
     assert agg["n"] == 2 and agg["mean"] == pytest.approx(sum(accs) / 2)
     assert agg["std"] == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
     assert set(results["floors"]) == {"0", "1"}
-    report = (tmp_path / "json_results" / "REPORT.md").read_text()
+    report = report_file(tmp_path).read_text()
     assert "(n=2)" in report and "(p=" in report and "## Floors" in report
 
 
@@ -242,10 +252,10 @@ def test_two_processes_share_one_study(smoke, tmp_path):
     trained = [trained_runs(out) for out, _ in outs]
     assert sorted(trained[0] + trained[1]) == sorted(wanted)  # each run trained exactly once
     assert trained[0] and trained[1]  # and both did some of the work
-    results = json.loads((tmp_path / "json_results" / "comprehensive_results_resnet8_cifar100.json").read_text())
+    results = json.loads(results_file(tmp_path).read_text())
     assert set(results["runs"]) == set(wanted)
     for name in wanted:
-        load_checkpoint(tmp_path / "pth_models" / f"{name}.pth")
+        load_checkpoint(checkpoint_file(tmp_path, name))
 
 
 def test_force_retrain_names_stages_and_run_patterns(tmp_path):

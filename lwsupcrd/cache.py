@@ -1,0 +1,113 @@
+"""The run cache: where each run's files live, and whether a cached checkpoint can be reused.
+
+A run's stored identity is its config. `pth_models/<name>-<id>.pth`, its resume state, lock and
+training log carry `id`, a hash of everything that decides the network's weights (the run's
+config, the data's size, the device's layout and precision, and the ids of the runs it is
+distilled from), so two settings never share a file, and ids are known before anything is
+loaded. Probe-only keys (`PROBE_KEYS`) are left out: changing them re-scores the cached network.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable
+
+from .checkpoint import CheckpointError, load_checkpoint, safe_load
+from .code import describe
+
+PROBE_KEYS = ("probe_epochs",)  # change how a network is scored, not the network
+
+
+def config_diff(old: dict, new: dict) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+def short_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _without_probe(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if k not in PROBE_KEYS}
+
+
+class RunFiles:
+    """Each run's files, named `<name>-<id>`; `base_config(run)` is the run's config as trained
+    here, without the checksums of the runs it needs."""
+
+    def __init__(self, out: Path, runs: dict, base_config: Callable[[object], dict]):
+        self.models_dir, self.logs_dir = out / "pth_models", out / "json_results" / "training_logs"
+        self.runs, self.base_config = runs, base_config
+        self.ids: dict[str, str] = {}
+
+    def run_id(self, name: str) -> str:
+        if name not in self.ids:
+            run = self.runs[name]
+            cfg = _without_probe(self.base_config(run))
+            cfg["requires"] = {dep: self.run_id(dep) for dep in run.requires}
+            self.ids[name] = short_hash(cfg)
+        return self.ids[name]
+
+    def key(self, name: str) -> str:
+        return f"{name}-{self.run_id(name)}"
+
+    def checkpoint(self, name: str) -> Path:
+        return self.models_dir / f"{self.key(name)}.pth"
+
+    def legacy_checkpoint(self, name: str) -> Path:
+        """Where the run's checkpoint lived before run ids: read when it fits, never written."""
+        return self.models_dir / f"{name}.pth"
+
+    def lock(self, name: str) -> Path:
+        return self.models_dir / f".{self.key(name)}.lock"
+
+    def log(self, name: str) -> Path:
+        return self.logs_dir / f"{self.key(name)}.json"
+
+
+def recorded_code(path: Path) -> dict | None:
+    """The code version a checkpoint records, read from its header (tensors are mapped, not read);
+    None if the file cannot be read (the study names it when the run comes up)."""
+    try:
+        ckpt = safe_load(path, mmap=True)
+        return ckpt.get("environment", {}).get("code") or {}
+    except (CheckpointError, AttributeError):
+        return None
+
+
+def other_code_notice(other: dict[str, dict], code: dict, retrain: bool) -> str:
+    """One block naming the cached runs that other code trained (empty if none)."""
+    if not other:
+        return ""
+    lines = [f"{len(other)} cached run(s) were trained by other code than this process loaded ({describe(code)}):"]
+    lines += [f"  {name}: {describe(version)}" for name, version in other.items()]
+    lines.append("  retraining exactly these (--retrain-other-code)" if retrain else
+                 "  reused as they are and marked in the report; --retrain-other-code retrains exactly these")
+    return "\n".join(lines)
+
+
+def read_cached(path: Path, cfg: dict, build_model: Callable[[dict], object], device) -> tuple:
+    """`(model, checkpoint, why)`: the cached network if its file is whole, verified, made with this
+    config up to the probe keys, and fits the network; else `(None, None, why it is trained)`.
+    `why` is "cached" when the checkpoint's scores can be reused as they are."""
+    try:
+        ckpt = load_checkpoint(path, map_location=device)
+    except CheckpointError as err:
+        print(f"{err}; retraining")
+        return None, None, str(err)
+    diff = config_diff(_without_probe(ckpt["config"]), _without_probe(cfg))
+    if diff:
+        return None, None, "config changed (" + "; ".join(diff) + ")"
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        why = f"{path}: its weights do not fit the network ({str(err).strip().splitlines()[0][:300]})"
+        print(f"{why}; retraining")
+        return None, None, why
+    if ckpt["legacy"]:
+        return model, ckpt, f"weights read from {path.name} (saved before run ids); scoring them again"
+    if ckpt["config"] != cfg:
+        return model, ckpt, "probe settings changed (" + "; ".join(config_diff(ckpt["config"], cfg)) + "); re-probing"
+    return model, ckpt, "cached"
