@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,9 @@ def safe_load(path: str | Path, map_location="cpu", mmap: bool = False) -> Any:
     if path.is_dir():
         raise CheckpointError(f"{path}: a directory stands where a checkpoint file should be")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        with warnings.catch_warnings():  # a damaged header draws protocol warnings: the error below says it all
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         lines = [line.strip() for line in str(err).splitlines() if "Unsupported" in line or "unsupported" in line]
         if lines:

@@ -39,6 +39,14 @@ def report_file(out: Path, kind: str = "comprehensive") -> Path:
     return results_file(out, kind).with_suffix(".md")
 
 
+def checkpoint_files(out: Path, name: str) -> list[Path]:
+    """Every `pth_models/<name>-<id>.pth` (no resume state): one per config the run was trained with."""
+    import re
+
+    folder = Path(out) / "pth_models"
+    return sorted(p for p in folder.glob(f"{name}-*.pth") if re.fullmatch(re.escape(name) + r"-[0-9a-f]{10}\.pth", p.name))
+
+
 def checkpoint_file(out: Path, name: str, suffix: str = ".pth") -> Path:
     """`pth_models/<name>-<id>.pth` (or `.resume.pth`): the run's one checkpoint."""
     import re

@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from helpers import ROOT, cached_runs, checkpoint_file, report_file, results_file, run_script, trained_runs
-from lwsupcrd.checkpoint import content_sha256, load_checkpoint, safe_load, save_checkpoint, weights_sha256
+from helpers import ROOT, cached_runs, checkpoint_file, checkpoint_files, report_file, results_file, trained_runs
+from lwsupcrd.checkpoint import content_sha256, load_checkpoint, safe_load, weights_sha256
 
 TEACHER, PROJ = "teacher_resnet8_cifar100", "teacher_resnet8_cifar100_with_projection"
 STUDENT = "student_baseline_crd_resnet8_cifar100"  # distilled: it needs the teacher and its head
@@ -40,7 +40,7 @@ def test_other_settings_never_replace_a_run_and_going_back_reads_the_cache(three
     original = checkpoint_file(out, STUDENT).read_bytes()
     other = study(data, out, "--set", "student_lr=0.002")
     assert trained_runs(other.stdout) == [STUDENT]  # the teacher and its head do not depend on student_lr
-    supcons = sorted((out / "pth_models").glob(f"{STUDENT}-*[0-9a-f].pth"))
+    supcons = checkpoint_files(out, STUDENT)
     assert len(supcons) == 2 and original in [p.read_bytes() for p in supcons]
     files = sorted((out / "json_results").glob("comprehensive_results_*.json"))
     assert len(files) == 2  # one per settings, each with its own entry
@@ -60,7 +60,7 @@ def test_two_concurrent_studies_with_different_settings_keep_everything(smoke, t
     assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outputs]
     trained = [trained_runs(o) for o, _ in outputs]
     assert sorted(sum(trained, [])) == sorted([TEACHER, PROJ, STUDENT, STUDENT])  # the shared runs once
-    assert len(list((out / "pth_models").glob(f"{STUDENT}-*[0-9a-f].pth"))) == 2
+    assert len(checkpoint_files(out, STUDENT)) == 2
     assert len(list((out / "json_results" / "training_logs").glob(f"{STUDENT}-*.json"))) == 2
     files = sorted((out / "json_results").glob("comprehensive_results_*.json"))
     assert {json.loads(f.read_text())["runs"][STUDENT]["config"]["lr"] for f in files} == {1e-3, 3e-3}

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import ROOT, checkpoint_file, results_file, trained_runs, wait_for_line
+from helpers import ROOT, checkpoint_file, checkpoint_files, results_file, trained_runs, wait_for_line
 
 sys.path.insert(0, os.path.dirname(__file__))
 from ddp_setup import CFG, make_models, make_split  # noqa: E402
@@ -111,7 +111,7 @@ def test_torchrun_resume_after_sigkill_matches_uninterrupted_run(smoke, tmp_path
     subprocess.run(["pkill", "-9", "-f", str(tmp_path / "killed")])
     proc.wait()
     time.sleep(0.5)
-    assert not list((tmp_path / "killed" / "pth_models").glob(f"{name}-*[0-9a-f].pth"))
+    assert not checkpoint_files(tmp_path / "killed", name)
     res = torchrun(ROOT / "desupcon.py", *args, "--out-dir", tmp_path / "killed")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "resuming after epoch" in res.stdout

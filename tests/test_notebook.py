@@ -5,6 +5,7 @@ import sys
 
 import jupytext
 import nbformat
+import pytest
 
 from helpers import ROOT, results_file
 
@@ -25,6 +26,35 @@ def test_notebook_mirrors_script():
         and "FORCE_RETRAIN_BANK_ABLATION = False" in params[0].source
 
 
+def kernel_here(tmp_path, monkeypatch):
+    """A Jupyter kernel of this interpreter, whatever kernels the machine has."""
+    kernel = tmp_path / "jupyter" / "kernels" / "python3"
+    kernel.mkdir(parents=True)
+    (kernel / "kernel.json").write_text(json.dumps({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f",
+                                                             "{connection_file}"], "language": "python",
+                                                    "display_name": "Python 3"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def test_list_in_the_notebook_lists_and_stops(tmp_path, monkeypatch):
+    """LWSUPCRD_ARGS="--list" in Jupyter prints the runs and ends Run All in one line; nothing trains."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    kernel_here(tmp_path, monkeypatch)
+    monkeypatch.setenv("LWSUPCRD_ARGS", f"--preset smoke --list --out-dir {tmp_path / 'out'}")
+    nb = nbformat.read(ROOT / "DeSupCon.ipynb", as_version=4)
+    with pytest.raises(CellExecutionError, match="listed 24 runs"):
+        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    last = next(i for i, c in enumerate(code) if any(o.get("output_type") == "error" for o in c.get("outputs", [])))
+    outputs = "".join(o.get("text", "") for c in code[:last + 1] for o in c.get("outputs", []))  # what this run printed
+    assert "teacher_resnet8_cifar100_with_projection" in outputs and "== " not in outputs
+    assert not list((tmp_path / "out").rglob("*.pth"))
+
+
 def test_notebook_runs_headless_in_smoke_preset(smoke, tmp_path, monkeypatch):
     """Run All on a copy of the smoke study's outputs, with FORCE_RETRAIN_BANK_ABLATION set in the
     parameters: every cell runs, the bank runs train, the others come from cache."""
@@ -39,14 +69,7 @@ def test_notebook_runs_headless_in_smoke_preset(smoke, tmp_path, monkeypatch):
     # what papermill does: a cell after the parameters that overrides them
     nb.cells.insert(nb.cells.index(params) + 1, nbformat.v4.new_code_cell(
         f'PRESET = "smoke"\nDATA_DIR = r"{data}"\nOUT_DIR = r"{tmp_path / "out"}"\nFORCE_RETRAIN_BANK_ABLATION = True'))
-    kernel = tmp_path / "jupyter" / "kernels" / "python3"  # this interpreter, whatever kernels the machine has
-    kernel.mkdir(parents=True)
-    (kernel / "kernel.json").write_text(json.dumps({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f",
-                                                             "{connection_file}"], "language": "python",
-                                                    "display_name": "Python 3"}))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    monkeypatch.setenv("TQDM_DISABLE", "1")
-    monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    kernel_here(tmp_path, monkeypatch)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
     outputs = "".join(o.get("text", "") + o.get("data", {}).get("text/markdown", "")
                       for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import ROOT, checkpoint_file, run_script, trained_runs, wait_for_line
+from helpers import ROOT, checkpoint_file, checkpoint_files, run_script, trained_runs, wait_for_line
 from lwsupcrd.checkpoint import CheckpointError, load_checkpoint, safe_load, save_checkpoint
 from lwsupcrd.files import atomic_write
 from lwsupcrd.data import DATASETS, load_split, write_cifar_like
@@ -149,7 +149,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(prepared):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     resume = checkpoint_file(dirs["killed"], STUDENT, ".resume.pth")
-    assert not list((dirs["killed"] / "pth_models").glob(f"{STUDENT}-*[0-9a-f].pth"))
+    assert not checkpoint_files(dirs["killed"], STUDENT)
     again = subprocess.run(student_cmd(data, dirs["killed"]), capture_output=True, text=True, env=env)
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"[{STUDENT}] resuming after epoch" in again.stdout
@@ -229,3 +229,116 @@ def test_invalid_hyperparameters_stop_before_training(monkeypatch, tmp_path, key
     monkeypatch.setattr(protocol, "build_runs", patched)
     with pytest.raises(ValueError, match=f"{message}.*got {value}"):
         options.validate(options.StudyConfig(preset="smoke", out_dir=str(tmp_path)))
+
+
+def _garbage(rng, good: bytes) -> list[bytes]:
+    """Files that are no checkpoint: random bytes, text, broken zips and pickles, and the real
+    checkpoint's own pieces out of place."""
+    files = [b"", b"hello\n", b"PK\x03\x04", b"\x80\x02", b"\x80\x02}q\x00.", b"\x80\x04\x95" + b"\xff" * 8]
+    for _ in range(300):
+        n = rng.choice([1, 7, 64, 513, 4096])
+        prefix = rng.choice([b"", b"PK\x03\x04", b"\x80\x02", b"\x80\x04\x95", good[:rng.randrange(1, 200)]])
+        files.append(prefix + bytes(rng.randrange(256) for _ in range(n)))
+    return files
+
+
+def test_fuzz_no_unreadable_checkpoint_escapes_as_anything_but_one_named_error(tmp_path):
+    """Garbage files and byte-flipped real checkpoints: each either loads as the original, whole and
+    verified, or is one CheckpointError naming the file; never another exception."""
+    import random
+
+    model = ModelWrapper("resnet8", 10)
+    good_path = tmp_path / "good.pth"
+    original = save_checkpoint(good_path, model.state_dict(), {"arch": "resnet8"}, {"probe_test_acc": 50.0},
+                               extra={"teacher_projection": model.projection.state_dict()})
+    good = good_path.read_bytes()
+    rng = random.Random(0)
+    flipped = []
+    for i in range(600):  # half within the header and pickle (the first 4 kB), half anywhere
+        data = bytearray(good)
+        for _ in range(rng.choice([1, 1, 2, 8])):
+            j = rng.randrange(4096) if i % 2 else rng.randrange(len(data))
+            data[j] ^= 1 << rng.randrange(8)
+        flipped.append(bytes(data))
+    path = tmp_path / "run.pth"
+    loaded = 0
+    for data in _garbage(rng, good) + flipped:
+        path.write_bytes(data)
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError as err:
+            assert str(err).startswith(str(path)), err
+            continue
+        assert ckpt["sha256"] == original["sha256"]  # a flip the format ignores: the content is the original
+        loaded += 1
+    assert loaded < len(flipped) // 10
+
+
+def test_restore_reads_resume_state_onto_the_cpu_whatever_the_run_device(tmp_path):
+    """A resume file mapped to the run's device would hold non-CPU RNG states, which
+    torch.set_rng_state refuses; the restore reads it onto the CPU (here the 'device' is meta, on
+    which no tensor can serve as generator state, as on CUDA)."""
+    from lwsupcrd.checkpoint import rng_state
+    from lwsupcrd.train import Execution, Loop, build_optimizer, build_scheduler
+
+    model, train, info, cfg = small_fit_setup(tmp_path, epochs=2)
+    resume = tmp_path / "run.resume.pth"
+    fit("run", dict(cfg, epochs=1), model, train, info, torch.device("cpu"), resume_path=resume, progress=False)
+    saved = safe_load(resume)
+    fresh = ModelWrapper("resnet8", 100)
+    optimizer = build_optimizer(dict(cfg, epochs=1), fresh.parameters())
+    generator = torch.Generator()
+    loop = Loop("run", dict(cfg, epochs=1), fresh, None, None, list(fresh.parameters()), optimizer,
+                build_scheduler(dict(cfg, epochs=1), optimizer), generator, Execution.for_device(torch.device("cpu")))
+    assert loop.restore(resume, torch.device("meta")) == 1
+    assert torch.equal(rng_state(generator)["augment"], saved["rng"]["augment"])
+    assert torch.equal(torch.get_rng_state(), saved["rng"]["torch"])
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, saved["model"][k]), k
+
+
+def test_outputs_get_the_permissions_the_umask_gives(tmp_path):
+    import stat
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    path = tmp_path / "x.json"
+    atomic_write(path, lambda tmp: Path(tmp).write_text("{}"))
+    save_checkpoint(tmp_path / "m.pth", ModelWrapper("resnet8", 10).state_dict(), {})
+    for p in (path, tmp_path / "m.pth"):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask  # mkstemp alone would give 0600
+
+
+@pytest.mark.parametrize("split,label", [("test", -1), ("train", 150)])
+def test_a_label_outside_the_classes_is_one_line_before_any_work(tmp_path, split, label):
+    import pickle
+
+    data = write_cifar_like(tmp_path / "data", train_per_class=2, test_per_class=1)
+    path = data / "cifar-100-python" / split
+    batch = pickle.loads(path.read_bytes())
+    batch["fine_labels"][3] = label
+    path.write_bytes(pickle.dumps(batch))
+    res = run_script("--preset", "smoke", "--data-dir", data, "--out-dir", tmp_path / "out")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f"cifar100 {split} split in {path.parent}: label {label} of image 3 is outside [0, 99]" in res.stderr
+    assert not list((tmp_path / "out").rglob("*.json"))
+
+
+def test_an_incomplete_fashion_mnist_folder_is_named_never_replaced(tmp_path):
+    folder = tmp_path / "fm"
+    folder.mkdir()
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"):
+        (folder / f"{stem}.gz").write_bytes(b"")
+    res = run_script("--preset", "smoke", "--dataset", "fashion-mnist", "--data-dir", folder,
+                     "--out-dir", tmp_path / "out")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f"fashion-mnist in {folder} is incomplete: missing t10k-labels-idx1-ubyte[.gz]" in res.stderr
+
+
+def test_a_text_file_as_teacher_checkpoint_is_one_line(tmp_path):
+    text = tmp_path / "teacher.pth"
+    text.write_text("hello\n")
+    res = run_script("--protocol", "standard", "--preset", "smoke", "--teacher-checkpoint", text,
+                     "--out-dir", tmp_path / "out")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f"{text}: unreadable or truncated checkpoint" in res.stderr
