@@ -1,7 +1,7 @@
-"""The standard protocol's table, laid out as CRD's Table 1: rows teacher, vanilla student, KD,
-CRD, CRD+KD, LW-SupCRD, LW-SupCRD+KD; a pair of columns per teacher -> student pair, ours (top-1
-of the student's own classifier on the test split, last epoch; mean ± std over seeds) beside the
-published number (theirs, labelled, never mixed with ours).
+"""The standard protocol's table, laid out as CRD's Table 1: a row for the teacher and one per
+method of the registry (`methods.METHODS`, in its order); a pair of columns per teacher -> student
+pair, ours (top-1 of the student's own classifier on the test split, last epoch; mean ± std over
+seeds) beside the published number (theirs, labelled with its source, never mixed with ours).
 
     python -m lwsupcrd.benchmark json_results/standard_results_resnet32x4-resnet8x4_cifar100.json [more.json ...]
 """
@@ -11,22 +11,19 @@ import json
 import sys
 from pathlib import Path
 
-from .protocol import PUBLISHED, STANDARD_METHODS
 from .groups import Group, groups_of
+from .methods import METHODS, PAIRS, PUBLISHED_TEACHERS
 
-ROWS = {"teacher": "Teacher", "vanilla": "Student (vanilla)", "kd": "KD", "crd": "CRD", "crd_kd": "CRD+KD",
-        "lwsupcrd": "LW-SupCRD", "lwsupcrd_kd": "LW-SupCRD+KD"}
-assert set(ROWS) - {"teacher"} == set(STANDARD_METHODS)
+ROWS = {"teacher": "Teacher", **{name: m.label for name, m in METHODS.items()}}
 
 
-def method_of(config: dict) -> str:
-    """The table row of a standard-protocol run, from its config."""
-    if config["method"] in ("ce", "published"):
-        return "teacher"
-    for method, weights in STANDARD_METHODS.items():
-        if all(config.get(k) == v for k, v in weights.items()):
-            return method
-    return config["method"]
+def row_of(config: dict) -> str:
+    """The table row of a standard-protocol run: its method's name in the registry, or the teacher."""
+    return config["recipe"] if config["method"] == "standard" else "teacher"
+
+
+def published(method: str, pair: str) -> float | None:
+    return PUBLISHED_TEACHERS.get(pair) if method == "teacher" else METHODS[method].published.get(pair)
 
 
 def pair_of(results: dict) -> str:
@@ -50,9 +47,9 @@ def conditions(results: dict) -> str:
     train = f"{s['train_subset']}-image subset" if s.get("train_subset") else "full training split"
     return (f"{pair_of(results)}: preset {s['preset']}, {s['dataset']} ({train}), students {s['student_epochs']} "
             f"epochs, batch {s['batch_size']}, SGD lr {s['lr']:g} x{s['lr_decay']:g} at {list(s['lr_milestones'])}, "
-            f"wd {s['weight_decay']:g}; {source}; CRD and LW-SupCRD draw {s['bank_negatives']} bank negatives per "
-            f"step (InfoNCE over teacher keys, not RepDistiller's NCE with two memories); seeds {seeds}; "
-            f"device {', '.join(device)}; torch {env.get('torch', '?')}")
+            f"wd {s['weight_decay']:g}; {source}; {s['bank_negatives']} negatives per anchor (CRD's NCE) or per step "
+            f"(the bank of the InfoNCE and LW-SupCRD rows); seeds {seeds}; device {', '.join(device)}; "
+            f"torch {env.get('torch', '?')}")
 
 
 def standard_table(all_results: list[dict], conditions_of: bool = True) -> str:
@@ -62,27 +59,32 @@ def standard_table(all_results: list[dict], conditions_of: bool = True) -> str:
     for results in all_results:
         pair = pair_of(results)
         t, s = pair.split("-")
-        header += [f"{t} → {s}: ours", "published (CRD)"]
-        by_method = {method_of(g.config): g for g in groups_of(results).values()}
-        columns.append((by_method, PUBLISHED.get(pair, {})))
+        header += [f"{t} → {s}: ours", "published"]
+        by_method = {row_of(g.config): g for g in groups_of(results).values()}
+        columns.append((by_method, pair))
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for method, row in ROWS.items():
         cells = [row]
-        for by_method, published in columns:
-            theirs = published.get(method)
+        for by_method, pair in columns:
+            theirs = published(method, pair)
             cells += [_ours(by_method.get(method)), "–" if theirs is None else f"{theirs:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"- {conditions(r)}" for r in all_results] if conditions_of else []
+    sources = sorted({m.source for m in METHODS.values() if m.published})
+    departures = [f"- {m.label}: {m.ours}." for m in METHODS.values() if m.ours]
     return "\n".join(lines + [""] + notes + [
         "- ours: top-1 (%) of the student's own classifier on the test split at the last epoch, mean ± std "
-        "over seeds (n given when > 1); published: CRD (Tian et al., ICLR 2020), Table 1, as in RepDistiller's "
-        "README; – where that table has no entry or we have no run."])
+        "over seeds (n given when > 1); published: theirs, read from " + "; ".join(sources) + " (teachers and "
+        "students from the former); – where no entry was published or we have no run.",
+        "- Departures from the references, for every row: bf16 autocast on a GPU (float32 on a CPU); one "
+        "teacher per study and the seeds over students; DKD's warm-up is 20/240 of the student epochs."]
+        + departures)
 
 
 def published_table() -> str:
     """The layout with the published numbers of every pair and no number of ours (the README's)."""
     empty = [{"settings": dict(zip(("teacher_arch", "student_arch"), pair.split("-"))), "runs": {}}
-             for pair in PUBLISHED]
+             for pair in PAIRS]
     return "\n".join(standard_table(empty, conditions_of=False).splitlines()[:2 + len(ROWS)])
 
 

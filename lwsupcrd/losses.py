@@ -99,9 +99,11 @@ def supcon_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07
 
 def crd_loss(z: torch.Tensor, t: torch.Tensor, instance_ids: torch.Tensor, temperature: float = 0.07,
              bank_keys: torch.Tensor | None = None, bank_ids: torch.Tensor | None = None,
-             validate: bool = True) -> torch.Tensor:
-    r"""Contrastive representation distillation (Tian et al., ICLR 2020) as in-batch instance
-    matching: student anchors `z` (N, D) against teacher keys `t` (N, D), plus optional bank keys.
+             validate: bool = True, labels: torch.Tensor | None = None,
+             bank_labels: torch.Tensor | None = None) -> torch.Tensor:
+    r"""Our InfoNCE form of contrastive representation distillation (after Tian et al., ICLR 2020,
+    whose published NCE objective is `distill_losses.nce_loss`): in-batch instance matching of
+    student anchors `z` (N, D) against teacher keys `t` (N, D), plus optional bank keys.
 
     P(i) = batch keys j with instance_ids[j] == instance_ids[i] (j = i included: the teacher key
     of the same view, and of the image's other view). N(i) = batch keys of other instances plus
@@ -109,7 +111,9 @@ def crd_loss(z: torch.Tensor, t: torch.Tensor, instance_ids: torch.Tensor, tempe
 
         L_i = -(1/|P(i)|) sum_{p in P(i)} log( exp(s_ip) / (exp(s_ip) + sum_{n in N(i)} exp(s_in)) )
 
-    computed as softplus(logsumexp_{n in N(i)} s_in - s_ip). Loss = mean over all i.
+    computed as softplus(logsumexp_{n in N(i)} s_in - s_ip). Loss = mean over all i. With `labels`
+    (and `bank_labels` beside a bank), the class-aware variant: keys of the anchor's class are left
+    out of N(i), as the published CRD's sampler leaves them out of its negatives.
     """
     _check_embeddings("z", z)
     n, d = z.shape
@@ -121,6 +125,10 @@ def crd_loss(z: torch.Tensor, t: torch.Tensor, instance_ids: torch.Tensor, tempe
     if bank_keys is not None:
         _check_embeddings("bank_keys", bank_keys, d=d, device=z.device)
         _check_vector("bank_ids", bank_ids, bank_keys.shape[0], z.device)
+    if labels is not None:
+        _check_vector("labels", labels, n, z.device)
+        if bank_keys is not None:
+            _check_vector("bank_labels", bank_labels, bank_keys.shape[0], z.device)
     if validate:
         _check_finite(z=z, t=t, bank_keys=bank_keys)
     with torch.autocast(z.device.type, enabled=False):
@@ -129,9 +137,14 @@ def crd_loss(z: torch.Tensor, t: torch.Tensor, instance_ids: torch.Tensor, tempe
         s_batch = z @ t.T / temperature  # (N, N)
         same = instance_ids[:, None] == instance_ids[None, :]
         s_all, neg_mask = s_batch, ~same
+        if labels is not None:
+            neg_mask = neg_mask & (labels[:, None] != labels[None, :])
         if bank_keys is not None:
             s_all = torch.cat([s_batch, z @ bank_keys.to(dtype).T / temperature], dim=1)  # (N, N+K)
-            neg_mask = torch.cat([neg_mask, instance_ids[:, None] != bank_ids[None, :]], dim=1)
+            bank_neg = instance_ids[:, None] != bank_ids[None, :]
+            if labels is not None:
+                bank_neg = bank_neg & (labels[:, None] != bank_labels[None, :])
+            neg_mask = torch.cat([neg_mask, bank_neg], dim=1)
         neg_lse = _masked_logsumexp(s_all, neg_mask)  # (N,)
         l_ip = F.softplus(neg_lse[:, None] - s_batch)  # (N, N): -log of the positive's share
         per_anchor = torch.where(same, l_ip, 0.0).sum(1) / same.sum(1)

@@ -1,7 +1,10 @@
 """Backbones for CIFAR-sized images and the wrapper that adds the projection head.
 
-Every backbone exposes `forward_features(x) -> (N, feature_dim)`, a linear head `fc`
-and the attribute `feature_dim`. `create_model` is the one registry.
+Every backbone exposes `forward_features(x) -> (N, feature_dim)`, a linear head `fc`, the
+attribute `feature_dim`, and `forward_stages(x, preact=False) -> (features, logits)`: the
+intermediate features as RepDistiller's `is_feat=True` returns them (the stem's output, each
+stage's output, post- or pre-activation, then the pooled feature), computed by the same
+operations as `forward`. `create_model` is the one registry.
 """
 from __future__ import annotations
 
@@ -11,6 +14,24 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+
+def _last_block(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A torchvision BasicBlock or Bottleneck as its forward computes it: `(output, pre-activation)`,
+    the pre-activation being the residual sum before the final ReLU."""
+    identity = x if block.downsample is None else block.downsample(x)
+    out = F.relu(block.bn1(block.conv1(x)))
+    out = block.bn2(block.conv2(out))
+    if isinstance(block, Bottleneck):
+        out = block.bn3(block.conv3(F.relu(out)))
+    pre = out + identity
+    return F.relu(pre), pre
+
+
+def _stage(layer: nn.Sequential, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    for block in layer[:-1]:
+        x = block(x)
+    return _last_block(layer[-1], x)
 
 
 class CifarResNet(ResNet):
@@ -27,6 +48,9 @@ class CifarResNet(ResNet):
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return torch.flatten(self.avgpool(x), 1)  # (N, feature_dim)
+
+    def forward_stages(self, x: torch.Tensor, preact: bool = False):
+        return _stages(self, (self.layer1, self.layer2, self.layer3, self.layer4), x, preact)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.forward_features(x))
@@ -68,8 +92,22 @@ class SmallCifarResNet(nn.Module):
         x = self.layer3(self.layer2(self.layer1(x)))
         return torch.flatten(self.avgpool(x), 1)
 
+    def forward_stages(self, x: torch.Tensor, preact: bool = False):
+        return _stages(self, (self.layer1, self.layer2, self.layer3), x, preact)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.forward_features(x))
+
+
+def _stages(net: nn.Module, layers, x: torch.Tensor, preact: bool):
+    """`[stem, stage 1, ..., stage n, pooled], logits` of a post-activation ResNet."""
+    out = net.relu(net.bn1(net.conv1(x)))
+    feats = [out]
+    for layer in layers:
+        out, pre = _stage(layer, out)
+        feats.append(pre if preact else out)
+    pooled = torch.flatten(net.avgpool(out), 1)
+    return feats + [pooled], net.fc(pooled)
 
 
 class WideBasicBlock(nn.Module):
@@ -117,6 +155,18 @@ class WideResNet(nn.Module):
         x = self.block3(self.block2(self.block1(self.conv1(x))))
         x = F.relu(self.bn(x))
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+    def forward_stages(self, x: torch.Tensor, preact: bool = False):
+        """RepDistiller's wide ResNet features: the last stage's output is taken before the final
+        BatchNorm and ReLU; pre-activation, each stage's output through the next BatchNorm."""
+        f0 = self.conv1(x)
+        f1 = self.block1(f0)
+        f2 = self.block2(f1)
+        f3 = self.block3(f2)
+        pooled = torch.flatten(F.adaptive_avg_pool2d(F.relu(self.bn(f3)), 1), 1)
+        if preact:
+            f1, f2, f3 = self.block2[0].bn1(f1), self.block3[0].bn1(f2), self.bn(f3)
+        return [f0, f1, f2, f3, pooled], self.fc(pooled)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.forward_features(x))
@@ -202,3 +252,9 @@ class ModelWrapper(nn.Module):
     def forward(self, x: torch.Tensor):
         features = self.backbone.forward_features(x)
         return features, self.project(features), self.backbone.fc(features)
+
+    def stages(self, x: torch.Tensor, preact: bool = False):
+        """`(features, projections, logits, stage_features)`: `forward`'s outputs and the backbone's
+        intermediate features (`forward_stages`), from one pass."""
+        feats, logits = self.backbone.forward_stages(x, preact)
+        return feats[-1], self.project(feats[-1]), logits, feats

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 
 from .data import DATASETS
 from .losses import onehot_teacher_beta
+from .methods import METHODS, PAIRS, SWEEP_CENTRE  # noqa: F401 (SWEEP_CENTRE: stated with the methods)
 
 STAGES = ("teacher", "projection", "baselines", "lwsupcrd", "bank_ablation")
-# the LW-SupCRD run every sweep passes through, and the other runs' defaults
-SWEEP_CENTRE = dict(alpha=1.0, beta=10.0, temperature=0.07)
 ABLATION_SCHEDULE = dict(weight_decay=1e-4, schedule="cosine")  # the original's memory-bank ablation
 
 _PAPER_GRID = dict(alpha_sweep=(1.0, 2.0, 5.0, 10.0), beta_sweep=(1.0, 5.0, 10.0, 12.0), tau_sweep=(0.05, 0.07),
@@ -201,17 +200,7 @@ def build_study_runs(settings: dict, seeds: list[int] | None) -> list[Run]:
 # CRD's CIFAR-100 benchmark (Tian et al., ICLR 2020, code: RepDistiller): cross-entropy plus a
 # distillation term on one augmented view, scored by the student's own classifier at the last epoch.
 STANDARD_STAGES = ("teacher", "distillation")
-STANDARD_PAIRS = ("resnet32x4-resnet8x4", "wrn_40_2-wrn_16_2", "resnet56-resnet20", "resnet110-resnet32")
-# L = gamma CE + a KD + b L_distill, with RepDistiller's weights (scripts/run_cifar_distill.sh);
-# LW-SupCRD takes CRD's. The rows of the table, in its order.
-STANDARD_METHODS = {
-    "vanilla": dict(gamma=1.0, kd_weight=0.0, distill="none", distill_weight=0.0),
-    "kd": dict(gamma=0.1, kd_weight=0.9, distill="none", distill_weight=0.0),
-    "crd": dict(gamma=1.0, kd_weight=0.0, distill="crd", distill_weight=0.8),
-    "crd_kd": dict(gamma=1.0, kd_weight=1.0, distill="crd", distill_weight=0.8),
-    "lwsupcrd": dict(gamma=1.0, kd_weight=0.0, distill="lwsupcrd", distill_weight=0.8),
-    "lwsupcrd_kd": dict(gamma=1.0, kd_weight=1.0, distill="lwsupcrd", distill_weight=0.8),
-}
+STANDARD_PAIRS = PAIRS
 _REFERENCE_RECIPE = dict(batch_size=64, lr=0.05, lr_milestones=(150, 180, 210), lr_decay=0.1, weight_decay=5e-4,
                          kd_temperature=4.0, embed_dim=128, teacher_checkpoint=None, seed=0, seeds=None)
 STANDARD_PRESETS: dict[str, dict] = {
@@ -223,18 +212,11 @@ STANDARD_PRESETS: dict[str, dict] = {
                   train_subset=1000, teacher_epochs=2, student_epochs=2, batch_size=32, lr_milestones=(1,),
                   bank_negatives=64),
 }
-# the published top-1 (%) of CRD's Table 1 (RepDistiller's README): theirs, shown beside ours, never mixed
-PUBLISHED = {
-    "resnet32x4-resnet8x4": dict(teacher=79.42, vanilla=72.50, kd=73.33, crd=75.51),
-    "wrn_40_2-wrn_16_2": dict(teacher=75.61, vanilla=73.26, kd=74.92, crd=75.48),
-    "resnet56-resnet20": dict(teacher=72.34, vanilla=69.06, kd=70.66, crd=71.16),
-    "resnet110-resnet32": dict(teacher=74.31, vanilla=71.14, kd=73.08, crd=73.48),
-}
 
 
 def build_standard_runs(settings: dict) -> list[Run]:
     """The standard protocol's runs for one teacher-student pair: the teacher (trained with the
-    recipe, or read from `teacher_checkpoint`), then one student per STANDARD_METHODS entry."""
+    recipe, or read from `teacher_checkpoint`), then one student per method of `methods.METHODS`."""
     d, t, s = settings["dataset"], settings["teacher_arch"], settings["student_arch"]
     info = DATASETS[d]
     c = SWEEP_CENTRE
@@ -254,16 +236,13 @@ def build_standard_runs(settings: dict) -> list[Run]:
     student = dict(common, arch=s, epochs=settings["student_epochs"], method="standard",
                    kd_temperature=settings["kd_temperature"], temperature=c["temperature"])
     runs = [teacher]
-    for method, weights in STANDARD_METHODS.items():
-        cfg = dict(student, **weights)
-        if weights["distill"] == "lwsupcrd":
-            cfg.update(alpha=c["alpha"], beta=c["beta"], adaptive_beta=True, alpha_mode="weight",
-                       logit_weighting=True)
-        if weights["distill"] in ("crd", "lwsupcrd"):
-            cfg.update(bank_negatives=settings["bank_negatives"], bank_momentum=0.5, bank_init="random")
-        if weights["kd_weight"] or weights["distill"] != "none":
-            runs.append(Run(f"std_{method}_{s}_from_{t}_{d}", "distillation", cfg, (teacher.name,),
-                            teacher=teacher.name))
+    for name, method in METHODS.items():
+        cfg = dict(student, **method.config(f"{t}-{s}", settings["student_epochs"]))
+        for key in ("bank_negatives", "nce_negatives"):  # the preset's number of negatives
+            if key in cfg:
+                cfg[key] = settings["bank_negatives"]
+        if method.needs_teacher:
+            runs.append(Run(f"std_{name}_{s}_from_{t}_{d}", "distillation", cfg, (teacher.name,), teacher=teacher.name))
         else:
-            runs.append(Run(f"std_{method}_{s}_{d}", "distillation", cfg))
+            runs.append(Run(f"std_{name}_{s}_{d}", "distillation", cfg))
     return runs

@@ -51,10 +51,10 @@ def describe(runs: list) -> str:
             f"{c['weight_decay']:g}, {c['schedule']} schedule, batch {c['batch_size']}, {c['proj_head']} projection "
             f"head, seed {c['seed']}")
     if any(r.cfg["method"] == "standard" for r in runs):
-        from .benchmark import ROWS, method_of
+        from .benchmark import ROWS, row_of
 
         text += ("; student loss gamma CE + a KD + b distill (gamma, a, b): " + ", ".join(
-            f"{ROWS[method_of(r.cfg)]} ({r.cfg['gamma']:g}, {r.cfg['kd_weight']:g}, {r.cfg['distill_weight']:g})"
+            f"{ROWS[row_of(r.cfg)]} ({r.cfg['gamma']:g}, {r.cfg['kd_weight']:g}, {r.cfg['distill_weight']:g})"
             for r in runs if r.cfg["method"] == "standard"))
     lw = [r.cfg for r in runs if r.cfg["method"] == "lwsupcrd" and r.cfg.get("logit_weighting", True)]
     if lw:

@@ -1,6 +1,7 @@
-"""One training step per method, as a pure-ish function of a `StepContext` and a `Batch` that
-returns a `StepResult`: the loss to back-propagate, its named parts (the columns of the training
-log), accuracy counts, what the memory bank should store, and LW-SupCRD's weight samples."""
+"""One training step per method of the original protocol, as a pure-ish function of a
+`StepContext` and a `Batch` that returns a `StepResult`: the loss to back-propagate, its named
+parts (the columns of the training log), accuracy counts, what the memory bank should store, and
+LW-SupCRD's weight samples. The standard protocol's step is `methods.standard_step`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 
 from .data import DatasetInfo, Split, normalize
 from .distributed import gather, gather_with_grad
-from .losses import crd_loss, lw_supcrd_loss, lw_weights, student_objective, supcon_loss
+from .losses import crd_loss, lw_supcrd_loss, lw_weights, supcon_loss
 from .memory_bank import MomentumMemoryBank
 from .models import ModelWrapper
 
@@ -56,6 +57,8 @@ class StepContext:
     model: ModelWrapper
     teacher: ModelWrapper | None
     bank: MomentumMemoryBank | None
+    extras: torch.nn.Module | None = None  # a standard method's extra modules and state (`methods.TERMS`)
+    epoch: int = 0  # the epoch in progress, from 0
 
 
 @dataclass
@@ -143,10 +146,11 @@ def weight_summary(samples: dict[str, list[torch.Tensor]]) -> dict[str, float]:
     return out
 
 
-def _contrast(ctx, z_local, t_local, probs_local, batch, loss_name):
+def contrast(ctx, z_local, t_local, probs_local, batch, loss_name, class_aware: bool = False):
     """The contrastive term of a distillation step over every rank's anchors and keys (and the
     bank's): (loss, what the bank should store, LW-SupCRD's weight samples). `z_local` holds one
-    or two views of this rank's images, in the batch's layout."""
+    or two views of this rank's images, in the batch's layout; `class_aware` leaves same-class
+    keys out of the InfoNCE form's negatives."""
     cfg = ctx.cfg
     views = len(z_local) // len(batch.labels)
     z, t = gather_with_grad(z_local), gather_with_grad(t_local)  # every rank's anchors and keys
@@ -157,7 +161,8 @@ def _contrast(ctx, z_local, t_local, probs_local, batch, loss_name):
         bank_keys, bank_labels, bank_ids = ctx.bank.sample(cfg["bank_negatives"])
     weights = {}
     if loss_name == "crd":
-        loss = crd_loss(z, t, slots, cfg["temperature"], bank_keys, bank_ids, validate=False)
+        loss = crd_loss(z, t, slots, cfg["temperature"], bank_keys, bank_ids, validate=False,
+                        labels=labels if class_aware else None, bank_labels=bank_labels if class_aware else None)
     else:
         loss = lw_supcrd_loss(z, t, labels, probs, cfg["alpha"], cfg["beta"], cfg["temperature"],
                               cfg["adaptive_beta"], bank_keys, bank_labels, validate=False,
@@ -176,32 +181,8 @@ def _contrast(ctx, z_local, t_local, probs_local, batch, loss_name):
 def _distill(ctx, batch, loss_name):
     _, z_local, _ = ctx.nets.forward(batch.x)
     t_local, probs = _teacher_keys(ctx, batch.x)
-    loss, update, weights = _contrast(ctx, z_local, t_local, probs, batch, loss_name)
+    loss, update, weights = contrast(ctx, z_local, t_local, probs, batch, loss_name)
     return StepResult(loss, {loss_name: loss}, bank_update=update, weights=weights)
-
-
-def step_standard(ctx, batch):
-    """CRD's benchmark: gamma CE + a KD + b L_distill on one view (`losses.student_objective`);
-    the embeddings are the student's and the teacher's linear heads, both trained here."""
-    cfg = ctx.cfg
-    _, z_local, logits = ctx.nets.forward(batch.x)
-    t_logits = distill = update = None
-    weights = {}
-    if ctx.teacher is not None:
-        with torch.inference_mode():
-            t_features = ctx.nets.teacher_features(batch.x)
-            t_logits = ctx.teacher.classifier(t_features).float()
-        t_logits = t_logits.clone()
-    if cfg["distill"] == "supcon":
-        distill = supcon_loss(gather_with_grad(z_local), gather(batch.labels), cfg["temperature"], validate=False)
-    elif cfg["distill"] in ("crd", "lwsupcrd"):
-        t_local = ctx.teacher.project(t_features.clone())
-        distill, update, weights = _contrast(ctx, z_local, t_local, torch.softmax(t_logits, dim=1), batch,
-                                             cfg["distill"])
-    loss, parts = student_objective(logits, batch.labels, t_logits, distill, cfg["gamma"], cfg["kd_weight"],
-                                    cfg["distill_weight"], cfg["kd_temperature"], validate=False)
-    return StepResult(loss, parts, (logits.argmax(1) == batch.labels).sum(), len(batch.labels),
-                      bank_update=update, weights=weights)
 
 
 STEPS: dict[str, Callable] = {
@@ -211,20 +192,8 @@ STEPS: dict[str, Callable] = {
     "supcon": step_supcon,
     "crd": lambda ctx, batch: _distill(ctx, batch, "crd"),
     "lwsupcrd": lambda ctx, batch: _distill(ctx, batch, "lw_supcrd"),
-    "standard": step_standard,
 }
 VIEWS = {"ce": 1, "standard": 1}  # augmented views per image (default 2: the contrastive students)
-
-
-def needs_teacher(cfg: dict) -> bool:
-    if cfg["method"] == "standard":
-        return bool(cfg["kd_weight"]) or cfg["distill"] in ("crd", "lwsupcrd")
-    return cfg["method"] in ("crd", "lwsupcrd")
-
-
-def trains_teacher_head(cfg: dict) -> bool:
-    """Whether the step trains the teacher's projection head with the student."""
-    return cfg["method"] in ("crd", "lwsupcrd") or cfg.get("distill") in ("crd", "lwsupcrd")
 
 
 @torch.no_grad()

@@ -26,6 +26,7 @@ from .probe import probe_floors, score
 from .protocol import Run, build_study_runs, dependency_order
 from .published import REFERENCE_NORMALIZATION, load_teacher_file
 from .analysis import analyze_run, figure_paths
+from .methods import build_extras
 from .train import check_frozen, epoch_line, fit, frozen_snapshot
 
 
@@ -238,7 +239,7 @@ class Study:
         """Score a cached network again (its training metrics kept) and save it under its id."""
         training = {k: v for k, v in ckpt["metrics"].items() if k == "train_seconds" or k.startswith("w.")}
         metrics = {**training, **self.evaluate(run, cfg, model)}
-        extra = {k: ckpt[k] for k in ("teacher_projection",) if k in ckpt}
+        extra = {k: ckpt[k] for k in ("teacher_projection", "method_state") if k in ckpt}
         env = ckpt.get("environment") or {}
         if ckpt["legacy"]:
             env = {**env, "code": {"fingerprint": None, "git": env.get("git_sha", "unknown")}}
@@ -303,9 +304,10 @@ class Study:
 
         start = time.perf_counter()
         train = self.split_of(cfg["seed"], cfg["train_subset"])
+        extras = build_extras(cfg, model, teacher, train)  # a standard method's regressor or memories
         history = fit(run.name, cfg, model, train, self.info, self.device, teacher=teacher,
                       resume_path=path.with_suffix(".resume.pth"), on_epoch=on_epoch, progress=self.cfg.progress,
-                      compile_mode=self.cfg.compile)
+                      compile_mode=self.cfg.compile, extras=extras)
         log["epochs"] = history
         train_seconds = time.perf_counter() - start
         if teacher is not None:
@@ -314,8 +316,10 @@ class Study:
             return model, {"weights_sha256": weights_sha256(model.state_dict()), "metrics": {}}
         weights = {k: v for k, v in history[-1].items() if k.startswith("w.")}  # the last epoch's, for the report
         metrics = {"train_seconds": train_seconds, **self.evaluate(run, cfg, model), **weights}
-        # the teacher's head as the run left it, so the teacher side can be analysed too
-        extra = {"teacher_projection": teacher.projection.state_dict()} if teacher is not None else None
+        # the teacher's head as the run left it, so the teacher side can be analysed too; the method's state
+        extra = {"teacher_projection": teacher.projection.state_dict()} if teacher is not None else {}
+        if extras is not None:
+            extra["method_state"] = extras.state_dict()
         ckpt = save_checkpoint(path, model.state_dict(), cfg, metrics, env=env, extra=extra)
         log["metrics"] = metrics
         write_json(log_path, log)

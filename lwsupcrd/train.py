@@ -25,8 +25,8 @@ from .data import DatasetInfo, Split, crop_flip, crop_flip_params
 from .distributed import all_reduce_sum, average_gradients, current
 from .memory_bank import MomentumMemoryBank
 from .models import ModelWrapper
-from .steps import (STEPS, VIEWS, Batch, Networks, StepContext, StepResult, needs_teacher, teacher_bank_keys,
-                    trains_teacher_head, weight_summary)
+from .methods import STEP_OF, build_extras, needs_teacher, trains_teacher_head
+from .steps import VIEWS, Batch, Networks, StepContext, StepResult, teacher_bank_keys, weight_summary
 
 RESUME_FORMAT = "lwsupcrd-resume-v1"
 
@@ -67,12 +67,15 @@ class Execution:
                    mark_cudagraph_steps=cuda and compile_mode == "reduce-overhead")
 
 
-def trainable_parameters(cfg: dict, model: ModelWrapper, teacher: ModelWrapper | None) -> list[nn.Parameter]:
+def trainable_parameters(cfg: dict, model: ModelWrapper, teacher: ModelWrapper | None,
+                         extras: nn.Module | None = None) -> list[nn.Parameter]:
     if cfg["method"] == "projection":
         return list(model.projection.parameters())
     params = list(model.parameters())
     if trains_teacher_head(cfg):
         params += list(teacher.projection.parameters())
+    if extras is not None:  # a method's regressor or embedding (its memories are buffers)
+        params += list(extras.parameters())
     return params
 
 
@@ -122,6 +125,7 @@ class Loop:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     generator: torch.Generator
     execution: Execution
+    extras: nn.Module | None = None
     history: list[dict] = field(default_factory=list)
 
     def state(self, epoch: int) -> dict:
@@ -132,6 +136,8 @@ class Loop:
             state["teacher_projection"] = self.teacher.projection.state_dict()
         if self.bank is not None:
             state["bank"] = self.bank.state_dict()
+        if self.extras is not None:
+            state["extras"] = self.extras.state_dict()
         return state
 
     def restore(self, path: Path, device: torch.device) -> int:
@@ -153,6 +159,8 @@ class Loop:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.bank is not None:
             self.bank.load_state_dict(state["bank"])
+        if self.extras is not None:
+            self.extras.load_state_dict(state["extras"])
         set_rng_state(state["rng"], self.generator)
         self.history = list(state["history"])
         print(f"[{self.name}] resuming after epoch {state['epoch']}/{self.cfg['epochs']} from {path}")
@@ -200,6 +208,8 @@ def _train_epoch(loop: Loop, epoch: int, train: Split, info: DatasetInfo, device
     """One pass over the split; returns the epoch's log row (loss parts, accuracy, weights, speed)."""
     cfg, ex = loop.cfg, loop.execution
     loop.model.train()
+    if loop.extras is not None:
+        loop.extras.train()
     if cfg["method"] == "projection":
         loop.model.backbone.eval()
     if loop.teacher is not None:
@@ -290,12 +300,13 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
         teacher: ModelWrapper | None = None, resume_path: str | Path | None = None,
         on_epoch: Callable[[dict], None] | None = None, progress: bool = True,
         bank: MomentumMemoryBank | None = None, compile_mode: str | None = None,
-        execution: Execution | None = None) -> list[dict]:
+        execution: Execution | None = None, extras: nn.Module | None = None) -> list[dict]:
     """Train `model` (and, for distillation, the teacher's projection head) for cfg["epochs"].
 
     `train` must already be on `device`. Returns one row per epoch. Writes `resume_path` after each
     epoch (rank 0 under torchrun) and resumes from it when it exists and was written with the same
-    `cfg`. With `bank_negatives` in cfg a memory bank is made, unless the caller passes `bank`.
+    `cfg`. With `bank_negatives` in cfg a memory bank is made, unless the caller passes `bank`; a
+    standard method's extra modules and state (`methods.build_extras`), unless it passes `extras`.
     Under torchrun, cfg["batch_size"] is the global batch, split evenly across the ranks.
     `compile_mode` runs the networks through torch.compile (see COMPILE_MODES); it is how the
     run executes, not what it computes, so it is not part of `cfg`; so is `execution` (default:
@@ -303,8 +314,8 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
     """
     ddp = current()
     method = cfg["method"]
-    if method not in STEPS:
-        raise ValueError(f"unknown method {method!r}; choose from {', '.join(STEPS)}")
+    if method not in STEP_OF:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(STEP_OF)}")
     if needs_teacher(cfg) and teacher is None:
         raise ValueError(f"method {method} needs a teacher")
     n, batch_size = len(train), cfg["batch_size"]
@@ -321,16 +332,18 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
         if cfg.get("bank_init", "random") == "teacher":  # a resumed run overwrites this with its saved bank
             bank.fill(teacher_bank_keys(teacher, train, info, bool(cfg.get("channels_last"))))
     execution = execution or Execution.for_device(device, compile_mode)
-    params = trainable_parameters(cfg, model, teacher)
+    extras = extras if extras is not None else build_extras(cfg, model, teacher, train)
+    params = trainable_parameters(cfg, model, teacher, extras)
     optimizer = build_optimizer(cfg, params, execution.fused_optimizer)
     loop = Loop(run_name, cfg, model, teacher, bank, params, optimizer, build_scheduler(cfg, optimizer), generator,
-                execution)
+                execution, extras)
     resume_path = Path(resume_path) if resume_path else None
     start_epoch = loop.restore(resume_path, device) if resume_path is not None and resume_path.exists() else 0
-    ctx = StepContext(cfg, Networks.of(model, teacher, compile_mode), model, teacher, bank)
+    ctx = StepContext(cfg, Networks.of(model, teacher, compile_mode), model, teacher, bank, extras)
     try:
         for epoch in range(start_epoch, cfg["epochs"]):
-            row = _train_epoch(loop, epoch, train, info, device, STEPS[method], ctx, progress)
+            ctx.epoch = epoch
+            row = _train_epoch(loop, epoch, train, info, device, STEP_OF[method], ctx, progress)
             loop.scheduler.step()
             loop.history.append(row)
             for name, p in model.named_parameters():

@@ -5,7 +5,8 @@
 Run once, outside the project's tests: it imports the reference's `models` package from the given
 checkout (which never enters this repository) and stores plain data only: every state-dict key and
 shape of each architecture in `lwsupcrd.published.PUBLISHED_ARCHS`, and, for the smallest network of
-each family, an input and the reference's eval-mode logits under `synthetic_state` weights.
+each family, an input and the reference's eval-mode logits and intermediate features (`is_feat=True`,
+post- and pre-activation) under `synthetic_state` weights.
 """
 from __future__ import annotations
 
@@ -23,6 +24,12 @@ from lwsupcrd.published import PUBLISHED_ARCHS, synthetic_state  # noqa: E402
 
 SMALLEST = ("resnet8", "resnet8x4", "wrn_16_1")  # one per family: CIFAR ResNet, its x4 width, wide ResNet
 NUM_CLASSES = 100
+STRIDE = 97  # one value in 97 of each intermediate feature map
+
+
+def stage_sample(feature: torch.Tensor) -> dict:
+    """A feature map kept small: its shape, mean, and every STRIDE-th value (the fixture stays < 1 MB)."""
+    return {"shape": list(feature.shape), "mean": feature.mean(), "values": feature.flatten()[::STRIDE].clone()}
 
 
 def main() -> None:
@@ -37,7 +44,7 @@ def main() -> None:
     torch.manual_seed(0)
     x = torch.randn(4, 3, 32, 32)
     fixture = {"source": {"repo": "HobbitLong/RepDistiller", "commit": a.commit, "torch": str(torch.__version__)},
-               "num_classes": NUM_CLASSES, "input": x, "archs": {}, "logits": {}}
+               "num_classes": NUM_CLASSES, "input": x, "archs": {}, "logits": {}, "stages": {}}
     for arch in PUBLISHED_ARCHS:
         net = model_dict[arch](num_classes=NUM_CLASSES)
         keys = [(k, tuple(v.shape)) for k, v in net.state_dict().items()]
@@ -46,6 +53,8 @@ def main() -> None:
             net.load_state_dict(synthetic_state(keys))
             with torch.no_grad():
                 fixture["logits"][arch] = net.eval()(x)
+                fixture["stages"][arch] = {kind: [stage_sample(f) for f in net(x, is_feat=True, preact=kind == "pre")[0]]
+                                           for kind in ("post", "pre")}
         print(f"{arch}: {len(keys)} tensors, {sum(v.numel() for v in net.state_dict().values())} values")
     a.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(a.out, lambda tmp: torch.save(fixture, tmp))

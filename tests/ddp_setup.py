@@ -8,7 +8,8 @@ CFG = dict(method="lwsupcrd", arch="resnet8", epochs=1, batch_size=16, optimizer
            schedule="constant", temperature=0.07, alpha=1.0, beta=10.0, adaptive_beta=True, bank_negatives=8,
            bank_momentum=0.5, seed=0)
 # the standard protocol's richest student: CE + KD + LW-SupCRD with the bank, on one view
-STANDARD_CFG = dict(CFG, method="standard", gamma=1.0, kd_weight=1.0, kd_temperature=4.0, distill="lwsupcrd",
+STANDARD_CFG = dict(CFG, method="standard", recipe="lwsupcrd_kd", gamma=1.0, kd_weight=1.0, kd_temperature=4.0,
+                    distill="lwsupcrd",
                     distill_weight=0.8)
 
 

@@ -14,7 +14,7 @@ def test_run_names_and_sweep_values_are_only_in_the_protocol():
     stems = {re.sub(r"_(resnet|wrn)[^_]*_[^_]+$", "", n) for n in names if n.startswith("student_")}
     stems.add("_with_projection")
     for path in READERS:
-        if path.name == "protocol.py":
+        if path.name in ("protocol.py", "methods.py"):  # the experiment, and the methods' defaults
             continue
         source = path.read_text()
         assert not [s for s in stems if s in source], f"{path.name} names runs of the protocol"
@@ -39,3 +39,26 @@ def test_no_module_or_function_to_scroll_through():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 body = node.end_lineno - node.body[0].lineno + 1  # the docstring counts; the signature does not
                 assert body <= 75, f"{path.name}: {node.name} is {body} lines"
+
+
+def test_the_method_registry_is_the_only_place_that_lists_methods():
+    """No module but methods.py names a standard method or term (beyond the original protocol's own
+    step names, which it shares), nor fixes a method's loss weights."""
+    from lwsupcrd.methods import METHODS, TERMS
+    from lwsupcrd.steps import STEPS
+
+    names = (set(METHODS) | set(TERMS)) - set(STEPS) - {"kd"}  # "kd" is also the KD term's log column
+    weights = {"gamma", "kd_weight", "distill_weight", "term_weight"}
+    for path in READERS:
+        if path.name == "methods.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert node.value not in names, f"{path.name}:{node.lineno} names the method {node.value!r}"
+            pairs = []
+            if isinstance(node, ast.Call):
+                pairs = [(k.arg, k.value) for k in node.keywords]
+            elif isinstance(node, ast.Dict):
+                pairs = [(k.value, v) for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant)]
+            fixed = [k for k, v in pairs if k in weights and isinstance(v, ast.Constant)]
+            assert not fixed, f"{path.name}:{node.lineno} fixes the loss weights {fixed} (they belong to methods.py)"

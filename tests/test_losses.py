@@ -25,15 +25,17 @@ def ref_supcon(z, labels, tau):
     return sum(terms) / len(terms) if terms else 0.0
 
 
-def ref_crd(z, t, ids, tau, bank=None, bank_ids=None):
+def ref_crd(z, t, ids, tau, bank=None, bank_ids=None, labels=None, bank_labels=None):
     n = len(z)
     keys = t if bank is None else torch.cat([t, bank])
     key_ids = list(ids) + ([] if bank is None else list(bank_ids))
+    key_labels = None if labels is None else list(labels) + ([] if bank is None else list(bank_labels))
     s = ((z @ keys.T) / tau).tolist()
     total = 0.0
     for i in range(n):
         pos = [p for p in range(n) if ids[p] == ids[i]]
-        neg = [j for j in range(len(keys)) if key_ids[j] != ids[i]]
+        neg = [j for j in range(len(keys)) if key_ids[j] != ids[i]
+               and (key_labels is None or key_labels[j] != labels[i])]  # class-aware: other classes only
         li = 0.0
         for p in pos:
             denom = math.exp(s[i][p]) + sum(math.exp(s[i][j]) for j in neg)
@@ -109,6 +111,21 @@ def test_crd_matches_reference(case, with_bank):
     got = crd_loss(z, t, ids, 0.1, bank, bank_ids)
     want = ref_crd(z, t, ids.tolist(), 0.1, bank, None if bank_ids is None else bank_ids.tolist())
     assert got.item() == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("with_bank", [False, True])
+def test_class_aware_crd_matches_reference(with_bank):
+    gen = torch.Generator().manual_seed(5)
+    z, t = unit(8, 8, gen), unit(8, 8, gen)
+    ids, labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3]), torch.tensor([0, 0, 1, 2, 0, 0, 1, 2])
+    bank = bank_ids = bank_labels = None
+    if with_bank:
+        bank, bank_ids, bank_labels = unit(6, 8, gen), torch.tensor([0, 5, 6, 7, 8, 9]), torch.tensor([0, 0, 1, 3, 2, 3])
+    got = crd_loss(z, t, ids, 0.1, bank, bank_ids, labels=labels, bank_labels=bank_labels)
+    want = ref_crd(z, t, ids.tolist(), 0.1, bank, None if bank_ids is None else bank_ids.tolist(), labels.tolist(),
+                   None if bank_labels is None else bank_labels.tolist())
+    assert got.item() == pytest.approx(want, rel=1e-9)
+    assert got.item() != pytest.approx(crd_loss(z, t, ids, 0.1, bank, bank_ids).item(), rel=1e-6)
 
 
 def probs_with_extremes(n, c, labels, gen):

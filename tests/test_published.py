@@ -82,3 +82,61 @@ def test_one_of_our_checkpoints_is_a_teacher_file_too(tmp_path):
     assert all(torch.equal(v, ours.backbone.state_dict()[k]) for k, v in loaded.state_dict().items())
     with pytest.raises(CheckpointError, match="holds a resnet8x4, not a resnet32x4"):
         load_teacher_file(path, "resnet32x4", 100)
+
+
+def legacy_file(tmp_path, name, state):
+    """A teacher file as PyTorch 0.4.0 wrote RepDistiller's: the legacy (non-zip) serialisation, the
+    weights under "model" beside the epoch, accuracy and optimizer state."""
+    path = tmp_path / f"{name}.pth"
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.05, momentum=0.9)
+    torch.save({"epoch": 240, "model": state, "accuracy": 79.42, "optimizer": optimizer.state_dict()}, path,
+               _use_new_zipfile_serialization=False)
+    assert not __import__("zipfile").is_zipfile(path)
+    return path
+
+
+@pytest.mark.parametrize("arch", ["resnet8", "wrn_16_1"])
+def test_a_pytorch_040_file_without_num_batches_tracked_loads_as_with_them(tmp_path, arch):
+    keys = [(k, tuple(s)) for k, s in FIXTURE["archs"][arch]]
+    state = synthetic_state(keys)
+    untracked = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    assert len(untracked) < len(state)
+    with_keys = load_published(legacy_file(tmp_path, "with", state), arch).eval()
+    without = load_published(legacy_file(tmp_path, "without", untracked), arch).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(without(FIXTURE["input"]), with_keys(FIXTURE["input"]), rtol=0, atol=0)
+        if arch in FIXTURE["logits"]:
+            torch.testing.assert_close(without(FIXTURE["input"]), FIXTURE["logits"][arch], rtol=1e-4,
+                                       atol=1e-4 * float(FIXTURE["logits"][arch].abs().max()))
+
+
+def test_only_the_absence_of_every_num_batches_tracked_is_accepted(tmp_path):
+    keys = [(k, tuple(s)) for k, s in FIXTURE["archs"]["resnet8"]]
+    state = synthetic_state(keys)
+    tracked = [k for k in state if k.endswith("num_batches_tracked")]
+    some_missing = {k: v for k, v in state.items() if k != tracked[0]}
+    with pytest.raises(CheckpointError, match=f"missing {tracked[0]}"):
+        load_published(legacy_file(tmp_path, "some", some_missing), "resnet8")
+    weight_missing = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked") and k != "fc.bias"}
+    with pytest.raises(CheckpointError, match=r"missing fc\.bias"):
+        load_published(legacy_file(tmp_path, "weight", weight_missing), "resnet8")
+
+
+@pytest.mark.parametrize("arch", sorted(FIXTURE["stages"]))
+@pytest.mark.parametrize("kind", ["post", "pre"])
+def test_intermediate_features_are_the_references(tmp_path, arch, kind):
+    """forward_stages gives what RepDistiller's is_feat=True gives (post- and pre-activation), and
+    its logits are forward's, bit for bit."""
+    keys = [(k, tuple(s)) for k, s in FIXTURE["archs"][arch]]
+    model = load_published(published_file(tmp_path, arch, synthetic_state(keys)),
+                           arch).eval()
+    with torch.no_grad():
+        feats, logits = model.forward_stages(FIXTURE["input"], preact=kind == "pre")
+        assert torch.equal(logits, model(FIXTURE["input"]))
+    expected = FIXTURE["stages"][arch][kind]
+    assert len(feats) == len(expected)
+    for ours, ref in zip(feats, expected):
+        assert list(ours.shape) == ref["shape"]
+        scale = 1e-4 * max(1.0, float(ref["values"].abs().max()))
+        torch.testing.assert_close(ours.flatten()[::97], ref["values"], rtol=1e-4, atol=scale)
+        torch.testing.assert_close(ours.mean(), ref["mean"], rtol=1e-4, atol=scale)

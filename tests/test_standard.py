@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from helpers import cached_runs, report_file, results_file, run_script, trained_runs
-from lwsupcrd.benchmark import ROWS, method_of, standard_table
+from lwsupcrd.benchmark import ROWS, published, row_of, standard_table
 from lwsupcrd.data import write_cifar_like
 from lwsupcrd.machine import forward_flops
 from lwsupcrd.models import create_model
 from lwsupcrd.options import StudyConfig, validate
-from lwsupcrd.protocol import PUBLISHED, STANDARD_METHODS, STANDARD_PRESETS, build_standard_runs
+from lwsupcrd.methods import METHODS
+from lwsupcrd.protocol import STANDARD_PRESETS, build_standard_runs
 from lwsupcrd.published import reference_state
 from lwsupcrd.train import build_optimizer, build_scheduler
 
@@ -24,16 +25,22 @@ def test_every_method_is_a_run_with_the_references_weights():
     runs = build_standard_runs(settings(pair="resnet32x4-resnet8x4"))
     teacher, students = runs[0], runs[1:]
     assert teacher.stage == "teacher" and teacher.cfg["arch"] == "resnet32x4" and teacher.cfg["method"] == "ce"
-    assert [method_of(r.cfg) for r in students] == list(STANDARD_METHODS)
+    assert [row_of(r.cfg) for r in students] == list(METHODS)
     for r in students:
         c = r.cfg
         assert (c["arch"], c["batch_size"], c["optimizer"], c["lr"], c["weight_decay"], c["schedule"]) == \
                ("resnet8x4", 32, "sgd", 0.05, 5e-4, "step")
         assert c["proj_dim"] == 128 and c["proj_head"] == "linear" and c["kd_temperature"] == 4.0
-        assert (r.teacher is None) == (method_of(c) == "vanilla")
-        assert ("bank_negatives" in c) == (c["distill"] in ("crd", "lwsupcrd"))
-    kd = next(r.cfg for r in students if method_of(r.cfg) == "kd")
-    assert (kd["gamma"], kd["kd_weight"], kd["distill_weight"]) == (0.1, 0.9, 0.0)
+        assert (r.teacher is None) == (row_of(c) == "vanilla")
+        assert ("bank_negatives" in c) == (c["distill"] in ("infonce", "lwsupcrd"))
+        assert ("nce_negatives" in c) == (c["distill"] == "nce")
+    weights = {row_of(r.cfg): (r.cfg["gamma"], r.cfg["kd_weight"], r.cfg["distill_weight"]) for r in students}
+    assert weights["kd"] == (0.1, 0.9, 0.0) and weights["crd"] == (1.0, 0.0, 0.8) and weights["crd_kd"] == (1.0, 1.0, 0.8)
+    assert weights["fitnet"] == (1.0, 0.0, 100.0) and weights["at"] == (1.0, 0.0, 1000.0)
+    dkd = next(r.cfg for r in students if row_of(r.cfg) == "dkd")
+    assert (dkd["dkd_alpha"], dkd["dkd_beta"], dkd["kd_temperature"], dkd["dkd_warmup"]) == (1.0, 8.0, 4.0, 1)
+    other = build_standard_runs(settings(pair="resnet56-resnet20"))
+    assert next(r.cfg for r in other if row_of(r.cfg) == "dkd")["dkd_beta"] == 2.0  # its CIFAR weight
     paper = STANDARD_PRESETS["paper"]
     assert (paper["student_epochs"], paper["batch_size"], paper["lr"], tuple(paper["lr_milestones"])) == \
            (240, 64, 0.05, (150, 180, 210))
@@ -82,7 +89,8 @@ def results_of(pair, accs):
     runs = {}
     for method, values in accs.items():
         for seed, acc in enumerate(values):
-            cfg = dict(STANDARD_METHODS.get(method, {}), method="ce" if method == "teacher" else "standard", seed=seed)
+            cfg = dict(METHODS[method].config(pair, 240) if method != "teacher" else {},
+                       method="ce" if method == "teacher" else "standard", seed=seed)
             runs[f"{method}_seed{seed}"] = {"stage": "teacher" if method == "teacher" else "distillation",
                                            "base": method, "config": cfg, "metrics": {"test_acc": acc}}
     t, s = pair.split("-")
@@ -95,14 +103,15 @@ def test_table_sets_ours_beside_the_published_numbers():
                                                "lwsupcrd_kd": [71.0, 72.0]})
     table = standard_table([results, results_of("wrn_40_2-wrn_16_2", {"kd": [74.0]})])
     lines = table.splitlines()
-    assert lines[0] == ("| Method | resnet56 → resnet20: ours | published (CRD) | wrn_40_2 → wrn_16_2: ours | "
-                        "published (CRD) |")
+    assert lines[0] == "| Method | resnet56 → resnet20: ours | published | wrn_40_2 → wrn_16_2: ours | published |"
     rows = {line.split(" | ")[0].lstrip("| "): line for line in lines[2:2 + len(ROWS)]}
     assert "72.25 ± 0.35 (n=2) | 72.34 |" in rows["Teacher"]
     assert "71.50 ± 0.71 (n=2) | – |" in rows["LW-SupCRD+KD"]  # no published number: a dash, never ours
-    assert f"| 74.00 | {PUBLISHED['wrn_40_2-wrn_16_2']['kd']:.2f} |" in rows["KD"]
-    assert "| – | 71.16 |" in rows["CRD"]  # published, and no run of ours
-    assert "InfoNCE over teacher keys" in table and "full training split" in table
+    assert f"| 74.00 | {published('kd', 'wrn_40_2-wrn_16_2'):.2f} |" in rows["KD"]
+    assert "| – | 71.16 |" in rows["CRD"] and "| – | 71.97 |" in rows["DKD"]  # published, and no run of ours
+    assert "| – | 76.23 |" in rows["DKD"] and "| – | 73.58 |" in rows["FitNet"] and "| – | 74.08 |" in rows["AT"]
+    assert "RepDistiller README, commit b84f547" in table and "mdistiller README, commit a08d46f" in table
+    assert "- CRD, InfoNCE form (ours): one-direction InfoNCE" in table and "full training split" in table
 
 
 @pytest.mark.slow
@@ -114,7 +123,7 @@ def test_smoke_run_of_every_method_then_a_published_teacher(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     assert "TFLOP, about" in first.stdout  # the time estimate, before anything trains
     assert first.stdout.index("TFLOP") < first.stdout.index("== std_teacher")
-    assert len(trained_runs(first.stdout)) == 1 + len(STANDARD_METHODS)
+    assert len(trained_runs(first.stdout)) == 1 + len(METHODS)
     results = json.loads(results_file(out, "standard").read_text())
     for name, entry in results["runs"].items():
         assert 0 <= entry["metrics"]["test_acc"] <= 100, name
@@ -127,7 +136,7 @@ def test_smoke_run_of_every_method_then_a_published_teacher(tmp_path):
 
     again = run_script(*args)
     assert again.returncode == 0 and trained_runs(again.stdout) == []
-    assert len(cached_runs(again.stdout)) == 1 + len(STANDARD_METHODS)
+    assert len(cached_runs(again.stdout)) == 1 + len(METHODS)
 
     teacher = tmp_path / "ckpt_epoch_240.pth"  # as RepDistiller's train_teacher.py saves it
     torch.save({"epoch": 240, "model": reference_state("resnet14", create_model("resnet14", 100)),

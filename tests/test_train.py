@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from lwsupcrd.data import DATASETS, Split, normalize
+from lwsupcrd.methods import METHODS, TERMS
 from lwsupcrd.models import ModelWrapper
 from lwsupcrd.steps import teacher_bank_keys
 from lwsupcrd.train import fit
@@ -75,35 +76,34 @@ def test_bank_initialisation_changes_the_first_epoch_only_through_the_bank(init)
         assert runs["random"]["loss"] != runs["teacher"]["loss"]
 
 
-@pytest.mark.parametrize("distill,kd", [("none", 0.0), ("none", 0.9), ("supcon", 0.0), ("crd", 1.0),
-                                        ("lwsupcrd", 1.0)])
-def test_standard_step_trains_each_distillation_term(distill, kd):
+@pytest.mark.parametrize("name", list(METHODS))
+def test_standard_step_trains_each_method(name):
     """The standard protocol's step on one view: its parts are the weighted terms, the teacher's
     embedding head trains only with a term that uses it, and the backbone of the teacher stays put."""
     from lwsupcrd.train import check_frozen, frozen_snapshot
 
-    bank = dict(bank_negatives=16, bank_momentum=0.5, bank_init="random") if distill in ("crd", "lwsupcrd") else {}
+    method = METHODS[name]
+    params = method.config("resnet8-resnet8", 1)
+    params.update({k: 16 for k in ("bank_negatives", "nce_negatives") if k in params})
     cfg, student, teacher, train, info = tiny(method="standard", optimizer="sgd", lr=0.05, momentum=0.9,
-                                              schedule="step", lr_milestones=[1], lr_decay=0.1, gamma=1.0,
-                                              kd_weight=kd, distill=distill,
-                                              distill_weight=0.0 if distill == "none" else 0.8,
-                                              kd_temperature=4.0, **bank)
+                                              schedule="step", lr_milestones=[1], lr_decay=0.1, kd_temperature=4.0,
+                                              proj_dim=16, **params)
     head = copy.deepcopy(teacher.projection.state_dict())
     frozen = frozen_snapshot(teacher.backbone)
-    row = fit("s", cfg, student, train, info, CPU, teacher=teacher, progress=False)[0]
-    assert {"ce"} | ({"kd"} if kd else set()) | ({"distill"} if distill != "none" else set()) <= set(row)
-    assert ("kd" in row) == bool(kd) and ("distill" in row) == (distill != "none")
-    assert row["loss"] == pytest.approx(row["ce"] + kd * row.get("kd", 0) + 0.8 * row.get("distill", 0), rel=1e-5)
+    row = fit("s", cfg, student, train, info, CPU, teacher=teacher if method.needs_teacher else None,
+              progress=False)[0]
+    assert ("kd" in row) == bool(method.kd_weight) and ("distill" in row) == (method.term is not None)
+    expected = method.gamma * row["ce"] + method.kd_weight * row.get("kd", 0) + method.term_weight * row.get("distill", 0)
+    assert row["loss"] == pytest.approx(expected, rel=1e-5)
     assert 0 <= row["train_acc"] <= 100 and row["images_per_second"] > 0
     moved = any(not torch.equal(v, teacher.projection.state_dict()[k]) for k, v in head.items())
-    assert moved == (distill in ("crd", "lwsupcrd"))
+    assert moved == (method.term is not None and TERMS[method.term].trains_teacher_head)
     check_frozen("s", frozen, teacher.backbone)
 
 
 def test_a_standard_student_without_teacher_terms_needs_no_teacher():
-    cfg, student, _, train, info = tiny(method="standard", gamma=1.0, kd_weight=0.0, distill="none",
-                                        distill_weight=0.0, kd_temperature=4.0)
+    cfg, student, _, train, info = tiny(method="standard", kd_temperature=4.0, **METHODS["vanilla"].config("", 1))
     assert fit("v", cfg, student, train, info, CPU, progress=False)[0]["ce"] > 0
-    cfg["kd_weight"] = 0.9
+    cfg.update(METHODS["kd"].config("", 1))
     with pytest.raises(ValueError, match="needs a teacher"):
         fit("v", cfg, student, train, info, CPU, progress=False)

@@ -1,0 +1,269 @@
+"""The standard protocol's methods, in one registry: each row of the benchmark table is a `Method`
+(its loss weights, its distillation term and the term's settings, the published numbers it is set
+beside), and each distillation term a `Term` (the features it reads, the extra modules and state it
+keeps, its loss). Runs, steps, the table and the report ask `METHODS`; nothing else lists methods.
+
+The student's loss is gamma CE + a KD + b L_term (`losses.student_objective`), on one augmented view.
+`docs/adding-a-method.md` says how to add one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from .distill_losses import attention_loss, dkd_loss, hint_loss, similarity_loss
+from .distributed import gather, gather_with_grad
+from .losses import onehot_teacher_beta, student_objective
+from .nce_memory import ContrastMemories
+from .steps import STEPS, StepResult, contrast
+
+PAIRS = ("resnet32x4-resnet8x4", "wrn_40_2-wrn_16_2", "resnet56-resnet20", "resnet110-resnet32")
+REPDISTILLER = "RepDistiller README, commit b84f547 (CRD, Tian et al., ICLR 2020, Table 1)"
+MDISTILLER = "mdistiller README, commit a08d46f (DKD, Zhao et al., CVPR 2022)"
+# LW-SupCRD's defaults: the run every sweep of the original protocol passes through
+SWEEP_CENTRE = dict(alpha=1.0, beta=10.0, temperature=0.07)
+# the published teachers' top-1 (%): theirs, beside ours, never mixed
+PUBLISHED_TEACHERS = dict(zip(PAIRS, (79.42, 75.61, 72.34, 74.31)))
+
+
+@dataclass
+class Outputs:
+    """What one step's networks produced for a term to read (one augmented view)."""
+
+    logits: torch.Tensor  # (B, C) student
+    embedding: torch.Tensor  # (B, P) the student's head on its pooled feature, unit norm
+    stages: list[torch.Tensor] | None  # the student's intermediate features (RepDistiller's is_feat)
+    teacher_logits: torch.Tensor | None
+    teacher_pooled: torch.Tensor | None  # (B, F_T)
+    teacher_stages: list[torch.Tensor] | None
+
+
+@dataclass(frozen=True)
+class Term:
+    """A distillation term: `reads` "logits", "embeddings" or "stages"; `build(cfg, student,
+    teacher, train)` makes the extra modules and state it keeps (trained with the student and saved
+    in its checkpoint and resume state), or None; `loss(ctx, batch, out)` gives
+    `(L_term, bank update, weight samples)`."""
+
+    reads: str
+    loss: Callable
+    build: Callable | None = None
+    trains_teacher_head: bool = False
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    label: str
+    gamma: float = 1.0  # cross-entropy
+    kd_weight: float = 0.0  # a
+    term: str | None = None  # a key of TERMS
+    term_weight: float = 0.0  # b
+    params: dict = field(default_factory=dict)  # the term's settings
+    published: dict = field(default_factory=dict)  # pair -> top-1 (%) as published
+    source: str = ""  # where the weights and the published numbers were read
+    ours: str = ""  # how this differs from the reference, or why it is ours
+
+    def config(self, pair: str, epochs: int) -> dict:
+        """The keys of a run's config for this method with this pair and epoch budget."""
+        params = {k: (v.get(pair, v["default"]) if isinstance(v, dict) else v) for k, v in self.params.items()}
+        if "dkd_warmup" in params:  # 20 of the references' 240 epochs, in proportion to this budget
+            params["dkd_warmup"] = max(1, round(epochs * params["dkd_warmup"] / 240))
+        return dict(recipe=self.name, gamma=self.gamma, kd_weight=self.kd_weight, distill=self.term or "none",
+                    distill_weight=self.term_weight, **params)
+
+    @property
+    def needs_teacher(self) -> bool:
+        return bool(self.kd_weight) or self.term is not None
+
+
+# ---------------------------------------------------------------- the terms
+def _nce_crd(ctx, batch, out):
+    """Published CRD: NCE against two memories, both directions (`nce_memory.ContrastMemories`)."""
+    v_student = gather_with_grad(out.embedding)
+    v_teacher = gather_with_grad(ctx.teacher.project(out.teacher_pooled.clone()))  # the teacher's embed trains
+    labels, slots = gather(batch.labels), gather(batch.slots)
+    return ctx.extras.loss(v_student, v_teacher, ctx.extras.sample(labels, slots)), None, {}
+
+
+def _build_memories(cfg, student, teacher, train):
+    return ContrastMemories(train.labels, cfg["proj_dim"], cfg["nce_negatives"], cfg["temperature"],
+                            cfg["nce_momentum"], seed=cfg["seed"], device=train.labels.device)
+
+
+def _infonce(ctx, batch, out):
+    t = ctx.teacher.project(out.teacher_pooled.clone())
+    return contrast(ctx, out.embedding, t, torch.softmax(out.teacher_logits, 1), batch, "crd",
+                    class_aware=ctx.cfg.get("class_aware", False))
+
+
+def _lwsupcrd(ctx, batch, out):
+    t = ctx.teacher.project(out.teacher_pooled.clone())
+    return contrast(ctx, out.embedding, t, torch.softmax(out.teacher_logits, 1), batch, "lw_supcrd")
+
+
+def _dkd(ctx, batch, out):
+    ramp = min((ctx.epoch + 1) / ctx.cfg["dkd_warmup"], 1.0)  # mdistiller's warm-up, epochs counted from 1
+    return ramp * dkd_loss(out.logits, out.teacher_logits, batch.labels, ctx.cfg["dkd_alpha"], ctx.cfg["dkd_beta"],
+                           ctx.cfg["kd_temperature"]), None, {}
+
+
+class HintRegressor(nn.Module):
+    """FitNet's regressor from the student's hint map to the teacher's shape: a convolution chosen by
+    the spatial sizes (stride 2 to halve, a transposed one to double, else a size-fitting kernel),
+    then BatchNorm and ReLU (the teacher's hint is post-activation)."""
+
+    def __init__(self, s_shape: torch.Size, t_shape: torch.Size):
+        super().__init__()
+        (_, s_c, s_h, s_w), (_, t_c, t_h, t_w) = s_shape, t_shape
+        if s_h == 2 * t_h:
+            self.conv = nn.Conv2d(s_c, t_c, 3, stride=2, padding=1)
+        elif 2 * s_h == t_h:
+            self.conv = nn.ConvTranspose2d(s_c, t_c, 4, stride=2, padding=1)
+        elif s_h >= t_h:
+            self.conv = nn.Conv2d(s_c, t_c, (1 + s_h - t_h, 1 + s_w - t_w))
+        else:
+            raise ValueError(f"no hint regressor from a {s_h}x{s_w} map to a {t_h}x{t_w} one")
+        self.bn = nn.BatchNorm2d(t_c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.conv(x)))
+
+
+@torch.no_grad()
+def _stage_shapes(model, train, index: int) -> torch.Size:
+    was_training = model.training
+    x = torch.zeros(2, *train.images.shape[1:], device=train.images.device)
+    shape = model.eval().backbone.forward_stages(x)[0][index].shape
+    model.train(was_training)
+    return shape
+
+
+def _build_regressor(cfg, student, teacher, train):
+    layer = cfg["hint_layer"]
+    return HintRegressor(_stage_shapes(student, train, layer), _stage_shapes(teacher, train, layer)).to(
+        train.images.device)
+
+
+def _hint(ctx, batch, out):
+    layer = ctx.cfg["hint_layer"]
+    return hint_loss(ctx.extras(out.stages[layer]), out.teacher_stages[layer]), None, {}
+
+
+def _attention(ctx, batch, out):
+    return attention_loss(out.stages[1:-1], out.teacher_stages[1:-1], ctx.cfg["at_p"]), None, {}
+
+
+def _similarity(ctx, batch, out):
+    return similarity_loss(out.stages[-2], out.teacher_stages[-2]), None, {}  # the last stage's output
+
+
+TERMS: dict[str, Term] = {
+    "nce": Term("embeddings", _nce_crd, _build_memories, trains_teacher_head=True),
+    "infonce": Term("embeddings", _infonce, trains_teacher_head=True),
+    "lwsupcrd": Term("embeddings", _lwsupcrd, trains_teacher_head=True),
+    "dkd": Term("logits", _dkd),
+    "hint": Term("stages", _hint, _build_regressor),
+    "attention": Term("stages", _attention),
+    "similarity": Term("stages", _similarity),
+}
+
+# ---------------------------------------------------------------- the methods, in the table's order
+_NCE = dict(nce_negatives=16384, nce_momentum=0.5)  # RepDistiller's nce_k, nce_m (nce_t: `temperature`)
+_BANK = dict(bank_negatives=16384, bank_momentum=0.5, bank_init="random")
+_LW = dict(alpha=SWEEP_CENTRE["alpha"], beta=SWEEP_CENTRE["beta"], adaptive_beta=True, alpha_mode="weight",
+           logit_weighting=True)
+_RD = dict(source=REPDISTILLER)
+METHODS: dict[str, Method] = {m.name: m for m in [
+    Method("vanilla", "Student (vanilla)", published=dict(zip(PAIRS, (72.50, 73.26, 69.06, 71.14))), **_RD),
+    Method("kd", "KD", gamma=0.1, kd_weight=0.9, published=dict(zip(PAIRS, (73.33, 74.92, 70.66, 73.08))), **_RD),
+    Method("fitnet", "FitNet", term="hint", term_weight=100.0, params=dict(hint_layer=2),
+           published=dict(zip(PAIRS, (73.50, 73.58, 69.21, 71.06))), **_RD),
+    Method("at", "AT", term="attention", term_weight=1000.0, params=dict(at_p=2),
+           published=dict(zip(PAIRS, (73.44, 74.08, 70.55, 72.31))), **_RD),
+    Method("sp", "SP", term="similarity", term_weight=3000.0,
+           published=dict(zip(PAIRS, (72.94, 73.83, 69.67, 72.69))), **_RD),
+    Method("crd", "CRD", term="nce", term_weight=0.8, params=_NCE,
+           published=dict(zip(PAIRS, (75.51, 75.48, 71.16, 73.48))), **_RD),
+    Method("crd_kd", "CRD+KD", kd_weight=1.0, term="nce", term_weight=0.8, params=_NCE, **_RD),
+    Method("dkd", "DKD", term="dkd", term_weight=1.0, source=MDISTILLER,
+           params=dict(dkd_alpha=1.0, dkd_beta={"default": 8.0, "wrn_40_2-wrn_16_2": 6.0, "resnet56-resnet20": 2.0,
+                                                "resnet110-resnet32": 2.0}, dkd_warmup=20),
+           published=dict(zip(PAIRS, (76.32, 76.23, 71.97, 74.11)))),
+    Method("crd_infonce", "CRD, InfoNCE form (ours)", term="infonce", term_weight=0.8, params=_BANK,
+           ours="one-direction InfoNCE against the teacher key of the same crop, negatives from a momentum bank "
+                "shared by the batch, same-class images among them"),
+    Method("crd_infonce_classaware", "CRD, InfoNCE form, class-aware (ours)", term="infonce", term_weight=0.8,
+           params=dict(_BANK, class_aware=True), ours="the InfoNCE form without same-class negatives"),
+    Method("lwsupcrd", "LW-SupCRD", term="lwsupcrd", term_weight=0.8, params=dict(_BANK, **_LW),
+           ours="takes CRD's weights"),
+    Method("lwsupcrd_kd", "LW-SupCRD+KD", kd_weight=1.0, term="lwsupcrd", term_weight=0.8, params=dict(_BANK, **_LW),
+           ours="takes CRD+KD's weights"),
+    Method("supcrd_unweighted", "SupCRD, unweighted (control)", term="lwsupcrd", term_weight=0.8,
+           params=dict(_BANK, **dict(_LW, alpha=1.0, beta=1.0, adaptive_beta=False, logit_weighting=False)),
+           ours="LW-SupCRD with alpha = beta = 1 and no teacher probabilities"),
+    Method("supcrd_onehot", "SupCRD at a one-hot teacher's weights (control)", term="lwsupcrd", term_weight=0.8,
+           params=dict(_BANK, **dict(_LW, beta=onehot_teacher_beta(_LW["beta"]), adaptive_beta=False,
+                                     logit_weighting=False)),
+           ours="LW-SupCRD's push strength for a one-hot teacher, without its probabilities"),
+]}
+
+
+def method_of(cfg: dict) -> Method:
+    return METHODS[cfg["recipe"]]
+
+
+def needs_teacher(cfg: dict) -> bool:
+    if cfg["method"] == "standard":
+        return method_of(cfg).needs_teacher
+    return cfg["method"] in ("crd", "lwsupcrd")
+
+
+def trains_teacher_head(cfg: dict) -> bool:
+    """Whether the step trains the teacher's projection head with the student."""
+    if cfg["method"] == "standard":
+        return method_of(cfg).term is not None and TERMS[method_of(cfg).term].trains_teacher_head
+    return cfg["method"] in ("crd", "lwsupcrd")
+
+
+def build_extras(cfg: dict, student, teacher, train) -> nn.Module | None:
+    """The method's extra modules and state for this run, or None."""
+    method = METHODS.get(cfg.get("recipe"))
+    term = TERMS[method.term] if method is not None and method.term else None
+    return term.build(cfg, student, teacher, train) if term is not None and term.build else None
+
+
+def standard_step(ctx, batch):
+    """gamma CE + a KD + b L_term on one view; the term's features are read as `TERMS` says."""
+    cfg, method = ctx.cfg, method_of(ctx.cfg)
+    term = TERMS[method.term] if method.term else None
+    stages = t_stages = t_pooled = t_logits = None
+    if term is not None and term.reads == "stages":
+        _, embedding, logits, stages = ctx.model.stages(batch.x)
+    else:
+        _, embedding, logits = ctx.nets.forward(batch.x)
+    if ctx.teacher is not None:
+        with torch.inference_mode():
+            if term is not None and term.reads == "stages":
+                _, _, t_logits, t_stages = ctx.teacher.stages(batch.x)
+                t_pooled = t_stages[-1]
+            else:
+                t_pooled = ctx.nets.teacher_features(batch.x)
+                t_logits = ctx.teacher.classifier(t_pooled)
+        # clones outside inference mode: tensors autograd may read (the teacher's head trains on t_pooled)
+        t_logits, t_pooled = t_logits.float().clone(), t_pooled.clone()
+        t_stages = None if t_stages is None else [f.clone() for f in t_stages]
+    distill, update, weights = None, None, {}
+    if term is not None:
+        out = Outputs(logits, embedding, stages, t_logits, t_pooled, t_stages)
+        distill, update, weights = term.loss(ctx, batch, out)
+    loss, parts = student_objective(logits, batch.labels, t_logits, distill, cfg["gamma"], cfg["kd_weight"],
+                                    cfg["distill_weight"], cfg["kd_temperature"], validate=False)
+    return StepResult(loss, parts, (logits.argmax(1) == batch.labels).sum(), len(batch.labels),
+                      bank_update=update, weights=weights)
+
+
+STEP_OF = {**STEPS, "standard": standard_step}  # every protocol's step, by the run's `method`

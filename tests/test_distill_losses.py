@@ -1,0 +1,167 @@
+"""The literature's terms against float64 loops of their equations, written from the papers."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lwsupcrd.distill_losses import (NCE_EPS, attention_loss, dkd_loss, hint_loss, nce_loss, nce_normaliser,
+                                     nce_scores, similarity_loss)
+
+
+def test_nce_matches_its_loop():
+    g = torch.Generator().manual_seed(0)
+    b, k, d, n, tau = 5, 7, 6, 50, 0.07
+    anchors = F.normalize(torch.randn(b, d, generator=g, dtype=torch.float64), dim=1)
+    keys = F.normalize(torch.randn(b, k + 1, d, generator=g, dtype=torch.float64), dim=2)
+    scores = nce_scores(anchors, keys, tau)
+    z = nce_normaliser(scores, n)
+    total, mean_exp = 0.0, 0.0
+    for i in range(b):
+        for j in range(k + 1):
+            mean_exp += math.exp(float(anchors[i] @ keys[i, j]) / tau) / (b * (k + 1))
+    assert z == pytest.approx(mean_exp * n, rel=1e-12)
+    noise = k / n
+    for i in range(b):
+        p0 = math.exp(float(anchors[i] @ keys[i, 0]) / tau) / z
+        total += math.log(p0 / (p0 + noise + NCE_EPS))
+        for j in range(1, k + 1):
+            pj = math.exp(float(anchors[i] @ keys[i, j]) / tau) / z
+            total += math.log(noise / (pj + noise + NCE_EPS))
+    assert float(nce_loss(scores, z, n)) == pytest.approx(-total / b, rel=1e-12)
+
+
+def kl(p, q):
+    return sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, q) if pi > 0)
+
+
+def softmax(xs):
+    m = max(xs)
+    e = [math.exp(x - m) for x in xs]
+    return [v / sum(e) for v in e]
+
+
+@pytest.mark.parametrize("alpha,beta,temperature", [(1.0, 8.0, 4.0), (0.5, 2.0, 1.0)])
+def test_dkd_matches_its_loop(alpha, beta, temperature):
+    g = torch.Generator().manual_seed(1)
+    s = torch.randn(6, 5, generator=g, dtype=torch.float64) * 3
+    t = torch.randn(6, 5, generator=g, dtype=torch.float64) * 3
+    labels = torch.tensor([0, 1, 4, 2, 2, 3])
+    expected = 0.0
+    for i in range(6):
+        y = int(labels[i])
+        p_s, p_t = softmax((s[i] / temperature).tolist()), softmax((t[i] / temperature).tolist())
+        tckd = kl([p_t[y], 1 - p_t[y]], [p_s[y], 1 - p_s[y]])
+        others = [c for c in range(5) if c != y]
+        q_s = softmax([float(s[i, c]) / temperature for c in others])
+        q_t = softmax([float(t[i, c]) / temperature for c in others])
+        expected += temperature ** 2 * (alpha * tckd + beta * kl(q_t, q_s)) / 6
+    assert float(dkd_loss(s, t, labels, alpha, beta, temperature)) == pytest.approx(expected, rel=1e-10)
+
+
+def test_dkd_is_zero_when_the_student_is_the_teacher_and_the_teacher_gets_no_gradient():
+    t = torch.randn(4, 10, requires_grad=True)
+    s = t.detach().clone().requires_grad_(True)
+    labels = torch.tensor([1, 2, 3, 4])
+    loss = dkd_loss(s, t, labels)
+    assert float(loss.detach()) == pytest.approx(0.0, abs=1e-6)
+    dkd_loss(s * 2, t, labels).backward()
+    assert t.grad is None and s.grad is not None
+
+
+def test_hint_matches_its_loop():
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64), torch.randn(2, 3, 4, 4, generator=g,
+                                                                                   dtype=torch.float64)
+    expected = sum(float(x - y) ** 2 for x, y in zip(a.flatten(), b.flatten())) / a.numel()
+    assert float(hint_loss(a, b)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_attention_matches_its_loop_with_pooling_to_the_smaller_map():
+    g = torch.Generator().manual_seed(3)
+    student = [torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64),
+               torch.randn(2, 4, 4, 4, generator=g, dtype=torch.float64)]
+    teacher = [torch.randn(2, 5, 4, 4, generator=g, dtype=torch.float64),  # smaller: the student's is pooled
+               torch.randn(2, 6, 4, 4, generator=g, dtype=torch.float64)]
+    expected = 0.0
+    for f_s, f_t in zip(student, teacher):
+        if f_s.shape[2] > f_t.shape[2]:  # 2x2 average pooling, by hand
+            f_s = f_s.reshape(2, f_s.shape[1], 4, 2, 4, 2).mean((3, 5))
+        maps = []
+        for f in (f_s, f_t):
+            rows = []
+            for n in range(2):
+                q = [sum(float(f[n, c, h, w]) ** 2 for c in range(f.shape[1])) / f.shape[1]
+                     for h in range(4) for w in range(4)]
+                norm = math.sqrt(sum(v * v for v in q))
+                rows.append([v / norm for v in q])
+            maps.append(rows)
+        expected += sum((a - b) ** 2 for ra, rb in zip(*maps) for a, b in zip(ra, rb)) / (2 * 16)
+    assert float(attention_loss(student, teacher)) == pytest.approx(expected, rel=1e-10)
+
+
+CRD_FIXTURE = torch.load(__import__("pathlib").Path(__file__).parent / "fixtures" / "repdistiller_crd.pt",
+                         weights_only=True)
+
+
+def test_published_crd_matches_repdistillers_own_loss_over_two_steps():
+    """Two steps of RepDistiller's CRDLoss (scripts/record_crd_fixture.py, their code run once outside
+    the project): the loss, Z fixed on the first batch, both memories and the gradients agree."""
+    from lwsupcrd.nce_memory import ContrastMemories
+
+    f = CRD_FIXTURE
+    tau = float(torch.tensor(f["temperature"], dtype=torch.float32))  # the reference keeps tau in a float32 buffer
+    memories = ContrastMemories(f["labels"], f["memory_student"].shape[1], f["k"], tau, f["momentum"]).double()
+    memories.student.copy_(f["memory_student"])
+    memories.teacher.copy_(f["memory_teacher"])
+    embed = {}
+    for side in ("s", "t"):
+        w = f[f"embed_{side}"]
+        embed[side] = torch.nn.Linear(w["linear.weight"].shape[1], w["linear.weight"].shape[0]).double()
+        embed[side].weight.data.copy_(w["linear.weight"])
+        embed[side].bias.data.copy_(w["linear.bias"])
+    for i, step in enumerate(f["steps"]):
+        f_s, f_t = step["f_s"].clone().requires_grad_(True), step["f_t"].clone().requires_grad_(True)
+        loss = memories.loss(F.normalize(embed["s"](f_s), dim=1), F.normalize(embed["t"](f_t), dim=1), step["indices"])
+        torch.testing.assert_close(loss.detach(), step["loss"].reshape(()), rtol=1e-9, atol=0)
+        torch.testing.assert_close(memories.z, step["z"], rtol=1e-9, atol=0)
+        torch.testing.assert_close(memories.student, step["memory_student"], rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(memories.teacher, step["memory_teacher"], rtol=1e-9, atol=1e-12)
+        loss.backward()
+        torch.testing.assert_close(f_s.grad, step["grad_f_s"], rtol=1e-7, atol=1e-12)
+        torch.testing.assert_close(f_t.grad, step["grad_f_t"], rtol=1e-7, atol=1e-12)
+        for layer in embed.values():
+            layer.zero_grad()
+
+
+def test_negatives_are_other_classes_distinct_and_uniform():
+    from lwsupcrd.nce_memory import ContrastMemories
+
+    labels = torch.arange(60) % 3
+    memories = ContrastMemories(labels, 4, k=30, seed=0)
+    slots = torch.tensor([0, 1, 2, 3])
+    idx = memories.sample(labels[slots], slots)
+    assert torch.equal(idx[:, 0], slots)
+    for row, y in zip(idx[:, 1:], labels[slots]):
+        assert (labels[row] != y).all() and len(set(row.tolist())) == 30  # other classes, distinct
+    counts = torch.zeros(60)
+    for _ in range(300):
+        sampled = memories.sample(labels[:1], slots[:1])[0, 1:]
+        counts[sampled] += 1
+    others = counts[labels != 0]
+    assert (counts[labels == 0] == 0).all() and others.min() > 0.6 * others.mean()  # uniform over the pool
+    small = ContrastMemories(labels, 4, k=50, seed=0)  # a pool of 40 < k: with replacement, still other classes
+    idx = small.sample(labels[slots], slots)
+    assert idx.shape == (4, 51) and all((labels[r] != y).all() for r, y in zip(idx[:, 1:], labels[slots]))
+
+
+def test_similarity_matches_its_loop():
+    g = torch.Generator().manual_seed(4)
+    f_s, f_t = torch.randn(4, 3, 2, 2, generator=g, dtype=torch.float64), torch.randn(4, 5, 2, 2, generator=g,
+                                                                                    dtype=torch.float64)
+    grams = []
+    for f in (f_s.flatten(1).tolist(), f_t.flatten(1).tolist()):
+        gram = [[sum(a * b for a, b in zip(f[i], f[j])) for j in range(4)] for i in range(4)]
+        grams.append([[v / math.sqrt(sum(w * w for w in row)) for v in row] for row in gram])
+    expected = sum((grams[1][i][j] - grams[0][i][j]) ** 2 for i in range(4) for j in range(4)) / 16
+    assert float(similarity_loss(f_s, f_t)) == pytest.approx(expected, rel=1e-12)
