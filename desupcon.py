@@ -19,8 +19,8 @@
 #
 # 1. the teacher, trained with cross-entropy;
 # 2. the teacher's projection head, trained with SupCon on its frozen backbone;
-# 3. the students: undistilled, SupCon, CRD, LW-SupCRD with its alpha / beta / tau sweeps, and the
-#    memory-bank ablation;
+# 3. the students: undistilled, SupCon, CRD (our InfoNCE form, and its class-aware control), LW-SupCRD
+#    with its alpha / beta / tau sweeps, and the memory-bank ablation;
 # 4. a linear probe on every backbone;
 # 5. the geometry of every representation, the figures, and the report.
 #

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from .groups import Group, groups_of
+from .groups import Group, groups_of, markdown_table, mean_std, paired
 from .methods import METHODS, PAIRS, PUBLISHED_TEACHERS
 
 ROWS = {"teacher": "Teacher", **{name: m.label for name, m in METHODS.items()}}
@@ -45,6 +45,9 @@ def conditions(results: dict) -> str:
     seeds = sorted({e["config"]["seed"] for e in runs})
     device = sorted({e.get("environment", {}).get("device", "?") for e in runs})
     train = f"{s['train_subset']}-image subset" if s.get("train_subset") else "full training split"
+    if not (teacher and teacher["config"]["method"] == "published"):
+        teacher_on = s.get("teacher_train_subset")
+        source += f" on the {f'{teacher_on}-image subset' if teacher_on else 'full training split'}, shared by every seed"
     return (f"{pair_of(results)}: preset {s['preset']}, {s['dataset']} ({train}), students {s['student_epochs']} "
             f"epochs, batch {s['batch_size']}, SGD lr {s['lr']:g} x{s['lr_decay']:g} at {list(s['lr_milestones'])}, "
             f"wd {s['weight_decay']:g}; {source}; {s['bank_negatives']} negatives per anchor (CRD's NCE) or per step "
@@ -57,17 +60,18 @@ def standard_table(all_results: list[dict], conditions_of: bool = True) -> str:
     header = ["Method"]
     columns = []
     for results in all_results:
-        pair = pair_of(results)
+        pair, dataset = pair_of(results), results["settings"].get("dataset", "cifar100")
         t, s = pair.split("-")
-        header += [f"{t} → {s}: ours", "published"]
+        cifar = dataset == "cifar100"  # the published numbers are CIFAR-100's: no column beside other data
+        header += [f"{t} → {s}: ours"] + (["published"] if cifar else []) if cifar else [f"{t} → {s} ({dataset}): ours"]
         by_method = {row_of(g.config): g for g in groups_of(results).values()}
-        columns.append((by_method, pair))
+        columns.append((by_method, pair, cifar))
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for method, row in ROWS.items():
         cells = [row]
-        for by_method, pair in columns:
+        for by_method, pair, cifar in columns:
             theirs = published(method, pair)
-            cells += [_ours(by_method.get(method)), "–" if theirs is None else f"{theirs:.2f}"]
+            cells += [_ours(by_method.get(method))] + (["–" if theirs is None else f"{theirs:.2f}"] if cifar else [])
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"- {conditions(r)}" for r in all_results] if conditions_of else []
     sources = sorted({m.source for m in METHODS.values() if m.published})
@@ -88,10 +92,53 @@ def published_table() -> str:
     return "\n".join(standard_table(empty, conditions_of=False).splitlines()[:2 + len(ROWS)])
 
 
+# the comparisons that change one thing: (what changes, run, reference), by registry name
+QUESTIONS = (("the logit weighting (vs unweighted SupCRD)", "lwsupcrd", "supcrd_unweighted"),
+             ("the teacher's probabilities at LW-SupCRD's strength (vs a one-hot teacher)", "lwsupcrd", "supcrd_onehot"),
+             ("LW-SupCRD instead of KD", "lwsupcrd", "kd"), ("LW-SupCRD instead of the published CRD", "lwsupcrd", "crd"),
+             ("LW-SupCRD instead of DKD", "lwsupcrd", "dkd"), ("KD added to LW-SupCRD", "lwsupcrd_kd", "lwsupcrd"),
+             ("LW-SupCRD+KD instead of CRD+KD", "lwsupcrd_kd", "crd_kd"), ("KD added to CRD", "crd_kd", "crd"),
+             ("distillation at all: LW-SupCRD instead of the vanilla student", "lwsupcrd", "vanilla"))
+
+
+def comparisons(results: dict, key: str = "test_acc") -> str:
+    """Paired by seed: mean ± sd of the differences, each seed's, the paired t-test's p, seeds ahead."""
+    by_method = {row_of(g.config): g for g in groups_of(results).values()}
+    rows = []
+    for what, a, b in QUESTIONS:
+        if a in by_method and b in by_method:
+            diffs, p = paired(by_method[a], by_method[b], key)
+            if diffs:
+                mean, std = mean_std(list(diffs.values()))
+                rows.append([what, f"{ROWS[a]} − {ROWS[b]}", f"{mean:+.2f} ± {std:.2f}",
+                             ", ".join(f"{d:+.2f}" for d in diffs.values()), "–" if p is None else
+                             f"{p:.3f}{'*' if p < 0.05 else ''}", f"{sum(d > 0 for d in diffs.values())} of {len(diffs)}"])
+    return markdown_table(["What changes", "Run − reference", "Δ top-1 (pp)", "Δ per seed", "p", "Ahead"], rows)
+
+
+def details(results: dict) -> str:
+    """Per method: last-epoch top-1 (the score), the best epoch's (labelled), and for the LW-SupCRD
+    family the teacher's probability of the true class and its wrong share on the students' images."""
+    rows = []
+    groups = {row_of(g.config): g for g in groups_of(results).values()}
+    for method, label in ROWS.items():
+        if method in groups:
+            g = groups[method]
+            rows.append([label, g.fmt("test_acc"), g.fmt("best_test_acc"), g.fmt("best_epoch", 1),
+                         g.fmt("w.q_mean", 3), g.fmt("w.teacher_wrong", 3)])
+    return markdown_table(["Method", "Top-1, last epoch (%)", "Top-1, best epoch (%)", "Best epoch",
+                           "Teacher q (true class)", "Teacher wrong share"], rows)
+
+
 def build_standard_report(results: dict) -> str:
-    return "\n".join(["# Standard protocol: CRD's CIFAR-100 benchmark", "",
+    return "\n".join(["# Standard protocol: CRD's benchmark", "",
                       "Generated by `python -m lwsupcrd.report` from the results file alone.", "",
-                      standard_table([results])])
+                      standard_table([results]), "", "## Comparisons that change one thing", "",
+                      "Top-1 of a run minus its reference, paired by seed (percentage points): mean ± sd of the "
+                      "differences, each seed's, the paired t-test's p (* p < 0.05), and on how many seeds the run "
+                      "is ahead.", "", comparisons(results), "", "## Each method", "",
+                      "The score is the last epoch's; the best epoch's is shown beside it, labelled, because some "
+                      "papers report it (it selects on the test split).", "", details(results), ""])
 
 
 def main(argv: list[str] | None = None) -> int:

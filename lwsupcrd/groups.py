@@ -90,3 +90,21 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def aggregate(results: dict) -> dict:
+    """mean, std and n over seeds of every numeric metric, per experiment (for the results file)."""
+    out = {}
+    for b, g in groups_of(results).items():
+        agg = {}
+        keys = {k for e in g.entries for k, v in e.get("metrics", {}).items() if isinstance(v, (int, float))}
+        for k in sorted(keys):
+            agg[k] = dict(zip(("mean", "std", "n"), g.stats(k)))
+        for space in ("projection", "features"):  # the geometry's two embedding spaces
+            keys = {k for e in g.entries for k, v in e.get("analysis", {}).get(space, {}).items()
+                    if isinstance(v, (int, float)) and v is not None}
+            for k in sorted(keys):
+                if g.stats(k, space):
+                    agg[f"{space}.{k}"] = dict(zip(("mean", "std", "n"), g.stats(k, space)))
+        out[b] = agg
+    return out

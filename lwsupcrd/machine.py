@@ -93,14 +93,17 @@ def standard_estimate(study) -> list[str]:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
     rate = batch * (3 * f[s["student_arch"]] + f[s["teacher_arch"]]) / seconds
-    n = len(study.train)
     lines = [f"time estimate on {study.device} ({rate / 1e9:.3g} GFLOP/s measured on one step of the student "
-             f"with its teacher, batch {batch}):"]
+             f"with its teacher, batch {batch}; computed, not measured):"]
+    hours = 0.0
     for run in study.runs.values():
         c = run.cfg
         if c["method"] == "published":
             continue
+        n = len(study.split_of(c["seed"], c["train_subset"]))  # the teacher's split may be larger
         per_image = 3 * f[c["arch"]] + (f[s["teacher_arch"]] if run.teacher else 0)
-        total = c["epochs"] * n * per_image
+        total = c["epochs"] * (n * per_image + (len(study.test) * f[c["arch"]] if c.get("score_every_epoch") else 0))
+        hours += total / rate / 3600
         lines.append(f"  {run.name}: {total / 1e12:.4g} TFLOP, about {total / rate / 3600:.2g} h")
+    lines.append(f"  the whole study: about {hours:.2g} h")
     return lines

@@ -234,6 +234,9 @@ RULES = {
                       "increasing epoch numbers >= 1"),
     "lr_decay": (lambda v: 0 < v <= 1, "a number in (0, 1]"), "kd_temperature": _POSITIVE,
     "embed_dim": _at_least(1), "teacher_checkpoint": (lambda v: True, "a file"),
+    "teacher_lr_milestones": (lambda v: all(x >= 1 for x in v) and list(v) == sorted(set(v)),
+                              "increasing epoch numbers >= 1"),
+    "shared_teacher": _one_of((True, False)), "score_every_epoch": _one_of((True, False)),
     "seed": _SEED, "seeds": (lambda v: all(_SEED[0](x) for x in v), f"seeds, each {_SEED[1]}"),
     "sweep_centre": (lambda v: True, "the protocol's"),
 }

@@ -122,6 +122,9 @@ def build_runs(settings: dict) -> list[Run]:
                                                                   temperature=c["temperature"])),
         distilled(f"student_baseline_crd_{s}_{d}", "baselines", dict(student, method="crd",
                                                                       temperature=c["temperature"])),
+        # the published CRD's negatives are of other classes only: the same filter LW-SupCRD has
+        distilled(f"student_baseline_crd_classaware_{s}_{d}", "baselines",
+                  dict(student, method="crd", temperature=c["temperature"], class_aware=True)),
         # class-level contrast against teacher keys with constant weights: what the logit weighting adds to
         distilled(f"student_supcrd_unweighted_{s}_{d}", "baselines",
                   dict(_lw(student, 1.0, 1.0, c["temperature"]), adaptive_beta=False, logit_weighting=False)),
@@ -179,17 +182,23 @@ def dependency_order(runs: dict[str, Run], only: list[str] | None = None) -> lis
 
 
 def build_study_runs(settings: dict, seeds: list[int] | None) -> list[Run]:
-    """One chain of runs per seed (names end in `_seed<k>`), or the plain chain without seeds."""
+    """One chain of runs per seed (names end in `_seed<k>`), or the plain chain without seeds. With
+    `shared_teacher` (the standard protocol, as the literature does), the teacher is trained once,
+    with the first seed, and every seed's students are distilled from it."""
     build = build_standard_runs if settings.get("protocol") == "standard" else build_runs
     if not seeds:
         return build(settings)
+    shared = {r.name: r for r in build({**settings, "seed": seeds[0]}) if r.stage == "teacher"} \
+        if settings.get("shared_teacher") else {}
 
     def seeded(name, seed):
-        return f"{name}_seed{seed}" if name else name
+        return f"{name}_seed{seed}" if name and name not in shared else name
 
-    runs = []
+    runs = list(shared.values())
     for seed in seeds:
         for r in build({**settings, "seed": seed}):
+            if r.name in shared:
+                continue
             runs.append(Run(seeded(r.name, seed), r.stage, r.cfg, tuple(seeded(d, seed) for d in r.requires),
                             base=r.name, teacher=seeded(r.teacher, seed), control=seeded(r.control, seed),
                             centre=r.centre))
@@ -202,7 +211,16 @@ def build_study_runs(settings: dict, seeds: list[int] | None) -> list[Run]:
 STANDARD_STAGES = ("teacher", "distillation")
 STANDARD_PAIRS = PAIRS
 _REFERENCE_RECIPE = dict(batch_size=64, lr=0.05, lr_milestones=(150, 180, 210), lr_decay=0.1, weight_decay=5e-4,
-                         kd_temperature=4.0, embed_dim=128, teacher_checkpoint=None, seed=0, seeds=None)
+                         kd_temperature=4.0, embed_dim=128, teacher_checkpoint=None, seed=0, seeds=None,
+                         teacher_train_subset=None, teacher_lr_milestones=(150, 180, 210), shared_teacher=True,
+                         score_every_epoch=True)
+
+
+def scaled_milestones(epochs: int) -> tuple[int, ...]:
+    """The references' decay epochs (150, 180, 210 of 240) at the same fractions of `epochs`."""
+    return tuple(max(1, round(epochs * m / 240)) for m in (150, 180, 210))
+
+
 STANDARD_PRESETS: dict[str, dict] = {
     # the references' recipe; CRD's bank draws 16384 negatives per anchor (its NCE memory)
     "paper": dict(_REFERENCE_RECIPE, dataset="cifar100", teacher_arch="resnet32x4", student_arch="resnet8x4",
@@ -210,7 +228,12 @@ STANDARD_PRESETS: dict[str, dict] = {
     # seconds: every method of the protocol on a tiny budget, for tests
     "smoke": dict(_REFERENCE_RECIPE, dataset="cifar100", teacher_arch="resnet14", student_arch="resnet8",
                   train_subset=1000, teacher_epochs=2, student_epochs=2, batch_size=32, lr_milestones=(1,),
-                  bank_negatives=64),
+                  teacher_lr_milestones=(1,), bank_negatives=64),
+    # real images on 2 CPU cores (Fashion-MNIST): one teacher on the whole training split, students on
+    # a class-balanced subset drawn per seed, where the teacher is clearly better than a vanilla student
+    "evidence": dict(_REFERENCE_RECIPE, dataset="fashion-mnist", teacher_arch="resnet20", student_arch="resnet8",
+                     train_subset=2000, teacher_epochs=8, teacher_lr_milestones=scaled_milestones(8),
+                     student_epochs=30, lr_milestones=scaled_milestones(30), bank_negatives=1024, seeds=(0, 1, 2)),
 }
 
 
@@ -231,10 +254,12 @@ def build_standard_runs(settings: dict) -> list[Run]:
                       dict(common, method="published", arch=t, epochs=0, checkpoint=checkpoint["path"],
                            checkpoint_sha256=checkpoint["sha256"]))
     else:
-        teacher = Run(f"std_teacher_{t}_{d}", "teacher", dict(common, method="ce", arch=t,
-                                                              epochs=settings["teacher_epochs"]))
+        teacher = Run(f"std_teacher_{t}_{d}", "teacher", dict(
+            common, method="ce", arch=t, epochs=settings["teacher_epochs"], train_subset=settings["teacher_train_subset"],
+            lr_milestones=list(settings["teacher_lr_milestones"])))
     student = dict(common, arch=s, epochs=settings["student_epochs"], method="standard",
-                   kd_temperature=settings["kd_temperature"], temperature=c["temperature"])
+                   kd_temperature=settings["kd_temperature"], temperature=c["temperature"],
+                   score_every_epoch=settings["score_every_epoch"])
     runs = [teacher]
     for name, method in METHODS.items():
         cfg = dict(student, **method.config(f"{t}-{s}", settings["student_epochs"]))

@@ -55,8 +55,8 @@ def label(g: Group) -> str:
     if c["method"] == "lwsupcrd":
         mode = ", α on the logit" if c.get("alpha_mode") == "logit" else ""
         return f"LW-SupCRD (α={c['alpha']:g}, β={c['beta']:g}, τ={c['temperature']:g}{mode}){bank}{ablation}"
-    if c["method"] == "crd":
-        return f"CRD{bank}{ablation}"
+    if c["method"] == "crd":  # ours: in-batch InfoNCE, not the published NCE with two memories
+        return f"CRD, InfoNCE form (ours{', class-aware' if c.get('class_aware') else ''}){bank}{ablation}"
     return {"supcon": "SupCon", "undistilled": "Undistilled student (CE; projection head untrained)"}.get(
         c["method"], g.base)
 
@@ -78,7 +78,7 @@ class Report:
             "probe_test_acc": f["raw_pixels"]}} for k, f in floors.items()]) if floors else None
 
     def method(self, method: str, weighted: bool = True, mode: str = "weight", bank: bool = False,
-               unit: bool = True) -> Group | None:
+               unit: bool = True, class_aware: bool = False) -> Group | None:
         """The scored run of this method at the sweeps' centre, outside the bank stage unless `bank`
         (unweighted SupCRD: the alpha = beta = 1 control if `unit`, else the one-hot teacher's)."""
         centre = self.results["settings"].get("sweep_centre", {})
@@ -86,6 +86,8 @@ class Report:
         def match(g: Group) -> bool:
             c = g.config
             if c.get("method") != method or bool(c.get("bank_negatives")) != bank or c.get("bank_init") == "teacher":
+                return False
+            if c.get("class_aware", False) != class_aware:
                 return False
             if g.stage not in ("baselines", "lwsupcrd") + (("bank_ablation",) if bank else ()):
                 return False
@@ -235,6 +237,7 @@ class Report:
         """The comparisons that each change one thing, as (what changes, run, reference)."""
         lw, unweighted = self.method("lwsupcrd"), self.method("lwsupcrd", weighted=False)
         crd, undistilled = self.method("crd"), self.method("undistilled")
+        crd_aware = self.method("crd", class_aware=True)
         onehot = self.method("lwsupcrd", weighted=False, unit=False)
         pairs = [("the logit weighting", lw, unweighted),
                  ("the teacher's probabilities in the weights, at LW-SupCRD's strength (vs a one-hot teacher)",
@@ -244,7 +247,11 @@ class Report:
                  ("contrast against the teacher's keys instead of the student's own views (unweighted)",
                   unweighted, self.supcon),
                  ("class-level instead of instance-level contrast against the teacher (unweighted)", unweighted, crd),
-                 ("LW-SupCRD instead of CRD", lw, crd), ("LW-SupCRD instead of SupCon", lw, self.supcon),
+                 ("same-class keys left out of CRD's negatives (InfoNCE form)", crd_aware, crd),
+                 ("class-level instead of instance-level contrast, both without same-class negatives (unweighted)",
+                  unweighted, crd_aware),
+                 ("LW-SupCRD instead of CRD", lw, crd), ("LW-SupCRD instead of class-aware CRD", lw, crd_aware),
+                 ("LW-SupCRD instead of SupCon", lw, self.supcon),
                  ("distillation at all: LW-SupCRD instead of the undistilled student", lw, undistilled)]
         pairs += [(f"the memory bank ({label(g)})", g, self.control_of(g))
                   for g in self.scored(lambda g: g.config.get("bank_negatives") is not None)]
@@ -294,24 +301,6 @@ def build_report(results: dict) -> str:
            "standard deviation over seeds; * marks a paired t-test p < 0.05 over the seeds.", ""]
     return "\n".join(out + r.floors() + r.main_table() + r.comparisons() + r.sweeps() + r.bank() + r.weights()
                      + r.time() + versions_section(r.codes, r.main_code))
-
-
-def aggregate(results: dict) -> dict:
-    """mean, std and n over seeds of every numeric metric, per experiment (for the results file)."""
-    out = {}
-    for b, g in groups_of(results).items():
-        agg = {}
-        keys = {k for e in g.entries for k, v in e.get("metrics", {}).items() if isinstance(v, (int, float))}
-        for k in sorted(keys):
-            agg[k] = dict(zip(("mean", "std", "n"), g.stats(k)))
-        for space in SPACES:
-            keys = {k for e in g.entries for k, v in e.get("analysis", {}).get(space, {}).items()
-                    if isinstance(v, (int, float)) and v is not None}
-            for k in sorted(keys):
-                if g.stats(k, space):
-                    agg[f"{space}.{k}"] = dict(zip(("mean", "std", "n"), g.stats(k, space)))
-        out[b] = agg
-    return out
 
 
 def write_report(results_path: str | Path) -> Path:

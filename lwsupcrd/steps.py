@@ -181,7 +181,8 @@ def contrast(ctx, z_local, t_local, probs_local, batch, loss_name, class_aware: 
 def _distill(ctx, batch, loss_name):
     _, z_local, _ = ctx.nets.forward(batch.x)
     t_local, probs = _teacher_keys(ctx, batch.x)
-    loss, update, weights = contrast(ctx, z_local, t_local, probs, batch, loss_name)
+    loss, update, weights = contrast(ctx, z_local, t_local, probs, batch, loss_name,
+                                     class_aware=ctx.cfg.get("class_aware", False))
     return StepResult(loss, {loss_name: loss}, bank_update=update, weights=weights)
 
 

@@ -17,6 +17,7 @@ from .cache import RunFiles, other_code_notice, read_cached, recorded_code, shor
 from .checkpoint import save_checkpoint, weights_sha256
 from .code import code_version
 from .files import environment, write_json
+from .groups import aggregate
 from .data import DataError, Split, balanced_subset, dataset_info, load_split
 from .locks import file_lock
 from .machine import resolve_device
@@ -260,8 +261,6 @@ class Study:
 
     def save_results(self) -> None:
         """Merge this process's entries into the file on disk (other processes may share it)."""
-        from .report import aggregate
-
         with file_lock(self.results_path.with_name("." + self.results_path.name + ".lock")):
             merged = self._read_results()
             merged["runs"].update({n: self.results["runs"][n] for n in self.touched})
@@ -305,9 +304,10 @@ class Study:
         start = time.perf_counter()
         train = self.split_of(cfg["seed"], cfg["train_subset"])
         extras = build_extras(cfg, model, teacher, train)  # a standard method's regressor or memories
+        score_epoch = (lambda: self.evaluate(run, cfg, model)) if cfg.get("score_every_epoch") else None
         history = fit(run.name, cfg, model, train, self.info, self.device, teacher=teacher,
                       resume_path=path.with_suffix(".resume.pth"), on_epoch=on_epoch, progress=self.cfg.progress,
-                      compile_mode=self.cfg.compile, extras=extras)
+                      compile_mode=self.cfg.compile, extras=extras, score_epoch=score_epoch)
         log["epochs"] = history
         train_seconds = time.perf_counter() - start
         if teacher is not None:
@@ -316,6 +316,9 @@ class Study:
             return model, {"weights_sha256": weights_sha256(model.state_dict()), "metrics": {}}
         weights = {k: v for k, v in history[-1].items() if k.startswith("w.")}  # the last epoch's, for the report
         metrics = {"train_seconds": train_seconds, **self.evaluate(run, cfg, model), **weights}
+        if score_epoch is not None:  # the best epoch too, labelled as such: some papers report it
+            best = max(history, key=lambda row: row["test_acc"])
+            metrics.update(best_test_acc=best["test_acc"], best_epoch=best["epoch"])
         # the teacher's head as the run left it, so the teacher side can be analysed too; the method's state
         extra = {"teacher_projection": teacher.projection.state_dict()} if teacher is not None else {}
         if extras is not None:

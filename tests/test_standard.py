@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from helpers import cached_runs, report_file, results_file, run_script, trained_runs
+from helpers import cached_runs, checkpoint_file, report_file, results_file, run_script, trained_runs
+from lwsupcrd.checkpoint import load_checkpoint
 from lwsupcrd.benchmark import ROWS, published, row_of, standard_table
 from lwsupcrd.data import write_cifar_like
 from lwsupcrd.machine import forward_flops
@@ -80,8 +81,8 @@ def test_bad_standard_options_are_named_before_any_work(tmp_path):
     assert "does not fit resnet14" in error(teacher_checkpoint=str(wrong))
     with pytest.raises(ValueError, match="belongs to the standard protocol"):
         validate(StudyConfig(preset="smoke", out_dir=str(tmp_path), teacher_checkpoint=str(wrong)))
-    with pytest.raises(ValueError, match="unknown preset 'evidence' for the standard protocol"):
-        validate(StudyConfig(protocol="standard", preset="evidence", out_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match="unknown preset 'quick' for the standard protocol"):
+        validate(StudyConfig(protocol="standard", preset="quick", out_dir=str(tmp_path)))
 
 
 def results_of(pair, accs):
@@ -131,8 +132,15 @@ def test_smoke_run_of_every_method_then_a_published_teacher(tmp_path):
     logs = {p.stem: json.loads(p.read_text()) for p in (out / "json_results" / "training_logs").glob("*.json")}
     crd_kd = next(v for k, v in logs.items() if k.startswith("std_crd_kd"))
     assert {"ce", "kd", "distill"} <= set(crd_kd["epochs"][-1]) and crd_kd["epochs"][-1]["lr"] == pytest.approx(0.005)
+    assert all("test_acc" in row for row in crd_kd["epochs"])  # scored after every epoch: the best one is kept too
+    assert crd_kd["metrics"]["best_test_acc"] == max(row["test_acc"] for row in crd_kd["epochs"])
     report = report_file(out, "standard").read_text()
-    assert "resnet14 → resnet8: ours" in report and "LW-SupCRD+KD" in report
+    assert "resnet14 → resnet8: ours" in report and "LW-SupCRD+KD" in report and "| DKD |" in report
+    crd = load_checkpoint(checkpoint_file(out, "std_crd_resnet8_from_resnet14_cifar100"))
+    memories = crd["method_state"]  # CRD's memories and Z are saved with the student
+    assert memories["student"].shape == memories["teacher"].shape == (1000, 128) and (memories["z"] > 0).all()
+    fitnet = load_checkpoint(checkpoint_file(out, "std_fitnet_resnet8_from_resnet14_cifar100"))
+    assert "conv.weight" in fitnet["method_state"]  # FitNet's regressor too
 
     again = run_script(*args)
     assert again.returncode == 0 and trained_runs(again.stdout) == []
@@ -153,3 +161,34 @@ def test_readme_shows_the_table_layout_with_the_published_numbers():
     from lwsupcrd.benchmark import published_table
 
     assert published_table() in (ROOT / "README.md").read_text()
+
+
+def test_the_evidence_preset_shares_one_teacher_and_draws_each_seeds_students_subset():
+    from lwsupcrd.data import Split, balanced_subset
+    from lwsupcrd.protocol import STANDARD_PRESETS, build_study_runs
+
+    cfg = StudyConfig(protocol="standard", preset="evidence")
+    runs = build_study_runs(cfg.settings(), cfg.seed_list())
+    teachers = [r for r in runs if r.stage == "teacher"]
+    students = [r for r in runs if r.stage == "distillation"]
+    assert len(teachers) == 1 and teachers[0].cfg["train_subset"] is None  # the whole training split, once
+    assert len(students) == 3 * len(METHODS) and {r.cfg["seed"] for r in students} == {0, 1, 2}
+    assert all(r.requires == (teachers[0].name,) for r in students if r.teacher is not None)
+    assert {r.cfg["train_subset"] for r in students} == {STANDARD_PRESETS["evidence"]["train_subset"]}
+    assert all(r.cfg["score_every_epoch"] for r in students)
+    full = Split(torch.zeros(6000, 1, 2, 2, dtype=torch.uint8), torch.arange(6000) % 10, torch.arange(6000), [])
+    subsets = [balanced_subset(full, 2000, seed).indices for seed in (0, 1)]
+    assert not torch.equal(*subsets) and torch.bincount(full.labels[subsets[0]]).tolist() == [200] * 10
+
+
+def test_comparisons_are_paired_by_seed_and_other_data_shows_no_published_column():
+    results = results_of("resnet56-resnet20", {"kd": [70.0, 71.0, 72.0], "lwsupcrd": [71.0, 71.5, 74.0],
+                                               "dkd": [72.0, 72.0, 72.0]})
+    from lwsupcrd.benchmark import comparisons
+
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in comparisons(results).splitlines()[2:]}
+    assert "| LW-SupCRD − KD | +1.17 ± 0.76 | +1.00, +0.50, +2.00 |" in rows["LW-SupCRD instead of KD"]
+    assert "| 3 of 3 |" in rows["LW-SupCRD instead of KD"] and "| 1 of 3 |" in rows["LW-SupCRD instead of DKD"]
+    results["settings"]["dataset"] = "fashion-mnist"
+    header = standard_table([results]).splitlines()[0]
+    assert header == "| Method | resnet56 → resnet20 (fashion-mnist): ours |"  # CIFAR-100's numbers are not set beside it
