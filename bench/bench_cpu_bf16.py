@@ -33,8 +33,8 @@ def main():
                               device="cpu"))
     study.load_data()
     run = study.runs[a.run]
-    cfg = load_checkpoint(Path(a.out_dir) / "pth_models" / f"{a.run}.pth")["config"]
-    proj = load_checkpoint(Path(a.out_dir) / "pth_models" / f"{run.requires[0]}.pth")
+    cfg = load_checkpoint(study.files.checkpoint(a.run))["config"]
+    proj = load_checkpoint(study.files.checkpoint(run.requires[0]))
     for amp in (False, True):
         teacher = ModelWrapper(proj["config"]["arch"], cfg["num_classes"], in_channels=cfg["in_channels"])
         teacher.load_state_dict(proj["state_dict"])

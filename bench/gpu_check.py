@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lwsupcrd.checkpoint import weights_sha256  # noqa: E402
 from lwsupcrd.data import DATASETS, Split  # noqa: E402
 from lwsupcrd.models import ModelWrapper  # noqa: E402
-from lwsupcrd.steps import needs_teacher  # noqa: E402
+from lwsupcrd.methods import METHODS as REGISTRY, needs_teacher  # noqa: E402
 from lwsupcrd.train import Execution, TrainingInterrupted, check_frozen, fit, frozen_snapshot  # noqa: E402
 
 METHODS = {
@@ -36,10 +36,9 @@ METHODS = {
     "lwsupcrd": dict(method="lwsupcrd", alpha=1.0, beta=10.0, adaptive_beta=True),
     "lwsupcrd_bank": dict(method="lwsupcrd", alpha=1.0, beta=10.0, adaptive_beta=True, bank_momentum=0.5),
     # the standard protocol's richest student: CE + KD + LW-SupCRD with the bank, one view, SGD, step schedule
-    "standard_lwsupcrd_kd": dict(method="standard", optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4,
-                                 schedule="step", lr_milestones=[1], lr_decay=0.1, gamma=1.0, kd_weight=1.0,
-                                 kd_temperature=4.0, distill="lwsupcrd", distill_weight=0.8, alpha=1.0, beta=10.0,
-                                 adaptive_beta=True, bank_momentum=0.5),
+    "standard_lwsupcrd_kd": dict(REGISTRY["lwsupcrd_kd"].config("", 1), method="standard", optimizer="sgd", lr=0.05,
+                                 momentum=0.9, weight_decay=5e-4, schedule="step", lr_milestones=[1], lr_decay=0.1,
+                                 kd_temperature=4.0, bank_momentum=0.5),
 }
 # compiling costs minutes on a GPU: the compile modes run for the teacher's step and the richest student step
 COMPILED = ("ce", "lwsupcrd_bank")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -59,11 +60,28 @@ class RunFiles:
         """Where the run's checkpoint lived before run ids: read when it fits, never written."""
         return self.models_dir / f"{name}.pth"
 
+    def others(self, name: str) -> list[Path]:
+        """The run's checkpoints for other configs, newest first."""
+        pattern = re.compile(re.escape(name) + r"-[0-9a-f]{10}\.pth")
+        found = [p for p in self.models_dir.glob(f"{name}-*.pth") if pattern.fullmatch(p.name)]
+        return sorted((p for p in found if p != self.checkpoint(name)), key=lambda p: p.stat().st_mtime, reverse=True)
+
     def lock(self, name: str) -> Path:
         return self.models_dir / f".{self.key(name)}.lock"
 
     def log(self, name: str) -> Path:
         return self.logs_dir / f"{self.key(name)}.json"
+
+
+def other_config_note(files: RunFiles, name: str, cfg: dict) -> str:
+    """"no checkpoint", and how the newest checkpoint of the run with other settings differs."""
+    for path in files.others(name):
+        try:
+            old = safe_load(path, mmap=True)["config"]
+        except (CheckpointError, KeyError, TypeError):
+            continue
+        return f"no checkpoint for this config; {path.name} has other settings: " + "; ".join(config_diff(old, cfg))
+    return "no checkpoint"
 
 
 def recorded_code(path: Path) -> dict | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from . import distributed
-from .cache import RunFiles, other_code_notice, read_cached, recorded_code, short_hash
+from .cache import RunFiles, other_code_notice, other_config_note, read_cached, recorded_code, short_hash
 from .checkpoint import save_checkpoint, weights_sha256
 from .code import code_version
 from .files import environment, write_json
@@ -233,7 +233,7 @@ class Study:
         if not path.exists() and legacy.is_file():
             path = legacy
         if not path.exists():
-            return None, None, "no checkpoint"
+            return None, None, other_config_note(self.files, run.name, cfg)
         return read_cached(path, cfg, self._model, self.device)
 
     def _rescore(self, run: Run, cfg: dict, path: Path, model: ModelWrapper, ckpt: dict) -> dict:
