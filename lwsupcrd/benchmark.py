@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .groups import Group, groups_of, markdown_table, mean_std, paired
-from .methods import METHODS, PAIRS, PUBLISHED_TEACHERS
+from .methods import COMPARISONS, METHODS, PAIRS, PUBLISHED_TEACHERS
 
 ROWS = {"teacher": "Teacher", **{name: m.label for name, m in METHODS.items()}}
 
@@ -92,20 +92,11 @@ def published_table() -> str:
     return "\n".join(standard_table(empty, conditions_of=False).splitlines()[:2 + len(ROWS)])
 
 
-# the comparisons that change one thing: (what changes, run, reference), by registry name
-QUESTIONS = (("the logit weighting (vs unweighted SupCRD)", "lwsupcrd", "supcrd_unweighted"),
-             ("the teacher's probabilities at LW-SupCRD's strength (vs a one-hot teacher)", "lwsupcrd", "supcrd_onehot"),
-             ("LW-SupCRD instead of KD", "lwsupcrd", "kd"), ("LW-SupCRD instead of the published CRD", "lwsupcrd", "crd"),
-             ("LW-SupCRD instead of DKD", "lwsupcrd", "dkd"), ("KD added to LW-SupCRD", "lwsupcrd_kd", "lwsupcrd"),
-             ("LW-SupCRD+KD instead of CRD+KD", "lwsupcrd_kd", "crd_kd"), ("KD added to CRD", "crd_kd", "crd"),
-             ("distillation at all: LW-SupCRD instead of the vanilla student", "lwsupcrd", "vanilla"))
-
-
 def comparisons(results: dict, key: str = "test_acc") -> str:
     """Paired by seed: mean ± sd of the differences, each seed's, the paired t-test's p, seeds ahead."""
     by_method = {row_of(g.config): g for g in groups_of(results).values()}
     rows = []
-    for what, a, b in QUESTIONS:
+    for what, a, b in COMPARISONS:
         if a in by_method and b in by_method:
             diffs, p = paired(by_method[a], by_method[b], key)
             if diffs:

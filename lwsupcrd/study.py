@@ -238,7 +238,8 @@ class Study:
 
     def _rescore(self, run: Run, cfg: dict, path: Path, model: ModelWrapper, ckpt: dict) -> dict:
         """Score a cached network again (its training metrics kept) and save it under its id."""
-        training = {k: v for k, v in ckpt["metrics"].items() if k == "train_seconds" or k.startswith("w.")}
+        training = {k: v for k, v in ckpt["metrics"].items()
+                    if k in ("train_seconds", "best_test_acc", "best_epoch") or k.startswith("w.")}
         metrics = {**training, **self.evaluate(run, cfg, model)}
         extra = {k: ckpt[k] for k in ("teacher_projection", "method_state") if k in ckpt}
         env = ckpt.get("environment") or {}

@@ -62,3 +62,23 @@ def test_the_method_registry_is_the_only_place_that_lists_methods():
                 pairs = [(k.value, v) for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant)]
             fixed = [k for k, v in pairs if k in weights and isinstance(v, ast.Constant)]
             assert not fixed, f"{path.name}:{node.lineno} fixes the loss weights {fixed} (they belong to methods.py)"
+
+
+def test_the_code_fingerprint_covers_every_module_a_run_is_computed_by():
+    """Every package module that training (train.py) and scoring (probe.py) import, directly or not,
+    is in code.COMPUTE_MODULES; only file handling and provenance are left out."""
+    from lwsupcrd.code import COMPUTE_MODULES
+
+    package = ROOT / "lwsupcrd"
+    seen, todo = set(), ["train", "probe"]
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        if module in ("code", "files", "checkpoint"):  # provenance and file handling: not traversed
+            continue
+        for node in ast.walk(ast.parse((package / f"{module}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                todo += [node.module] if node.module else [a.name for a in node.names]
+    assert seen - {"code", "files", "checkpoint"} <= set(COMPUTE_MODULES), sorted(seen - set(COMPUTE_MODULES))
