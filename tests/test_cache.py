@@ -172,3 +172,19 @@ def test_a_full_disk_is_one_line_and_keeps_every_finished_file(three_runs):
     assert "cannot write " in res.stderr and "File too large" in res.stderr and "are kept" in res.stderr
     assert {p.name: p.read_bytes() for p in (out / "pth_models").glob("*.pth")} == before
     assert not list(out.rglob("*.tmp"))
+
+
+def test_the_code_version_is_the_source_as_imported_not_the_file_now(tmp_path):
+    """A process (a Jupyter kernel) that imported the code keeps its fingerprint after the file on
+    disk changes; a new process sees the change."""
+    code = tmp_path / "code"
+    shutil.copytree(ROOT / "lwsupcrd", code / "lwsupcrd", ignore=shutil.ignore_patterns("__pycache__"))
+    script = ("import sys, pathlib; sys.path.insert(0, sys.argv[1]); import lwsupcrd.train; "
+              "from lwsupcrd.code import code_version; before = code_version()['fingerprint']; "
+              "f = pathlib.Path(sys.argv[1]) / 'lwsupcrd' / 'losses.py'; f.write_text(f.read_text() + '# edited\\n'); "
+              "print(before, code_version()['fingerprint'])")
+    first = subprocess.run([sys.executable, "-c", script, str(code)], capture_output=True, text=True, cwd=tmp_path)
+    before, after = first.stdout.split()
+    assert before == after  # what was imported, not what the file says now
+    again = subprocess.run([sys.executable, "-c", script, str(code)], capture_output=True, text=True, cwd=tmp_path)
+    assert again.stdout.split()[0] != before  # a new process imports the edited file
