@@ -86,7 +86,7 @@ def standard_table(all_results: list[dict], conditions_of: bool = True) -> str:
 
 
 def published_table() -> str:
-    """The layout with the published numbers of every pair and no number of ours (the README's)."""
+    """The layout with the published numbers of every pair and no number of ours (docs/standard-benchmark.md)."""
     empty = [{"settings": dict(zip(("teacher_arch", "student_arch"), pair.split("-"))), "runs": {}}
              for pair in PAIRS]
     return "\n".join(standard_table(empty, conditions_of=False).splitlines()[:2 + len(ROWS)])

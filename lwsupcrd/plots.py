@@ -276,3 +276,26 @@ def image_grid(images: list[Path], title: str, path: Path, dpi: int = 60) -> Pat
     fig.suptitle(title)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
     return path
+
+
+def accuracy_figure(rows: list[tuple[str, dict[int, float]]], references: dict[str, float], title: str,
+                    path: Path, source: str = "") -> Path:
+    """Each method's accuracy: a dot per seed, mean ± sd, and reference lines (floors, teacher).
+    `source` goes into the PNG's metadata, so a figure can be checked against its results file."""
+    fig = Figure(figsize=(7.5, 0.45 * len(rows) + 1.4))
+    ax = fig.add_subplot()
+    for i, (_, by_seed) in enumerate(rows):
+        values = np.array(list(by_seed.values()))
+        ax.scatter(values, np.full(len(values), i), s=14, color="0.45", zorder=3)
+        ax.errorbar(values.mean(), i, xerr=values.std(ddof=1) if len(values) > 1 else 0, fmt="o", color="C0",
+                    capsize=3, markersize=6, zorder=4)
+    for k, (name, x) in enumerate(references.items()):
+        ax.axvline(x, color=f"C{k + 1}", linestyle="--", linewidth=1, label=f"{name} {x:.2f}")
+    ax.set_yticks(range(len(rows)), [label for label, _ in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("accuracy (%): a grey dot per seed, blue mean ± sd")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower left")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight",
+                                               metadata={"Source": source}))
+    return path

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from helpers import ROOT, report_file, results_file
 from lwsupcrd.analysis import Embeddings, geometry
-from lwsupcrd.report import README_BEGIN, README_END, build_report, readme_section
+from lwsupcrd.readme import README_BEGIN, README_END, readme_section
+from lwsupcrd.report import build_report
 from lwsupcrd.protocol import PRESETS, build_runs
 
 
@@ -137,12 +138,41 @@ def test_report_comparisons_pair_runs_by_seed_and_change_one_thing():
 EVIDENCE = ROOT / "results" / "evidence" / "comprehensive_results_resnet8_fashion-mnist.json"
 
 
-def test_readme_results_section_is_the_committed_evidence_regenerated():
-    readme = (ROOT / "README.md").read_text()
-    committed = README_BEGIN + readme.split(README_BEGIN, 1)[1].split(README_END, 1)[0] + README_END
+def between(text, begin, end):
+    return begin + text.split(begin, 1)[1].split(end, 1)[0] + end
+
+
+def test_docs_results_section_is_the_committed_evidence_regenerated():
+    committed = between((ROOT / "docs" / "results.md").read_text(), README_BEGIN, README_END)
     regenerated = readme_section(json.loads(EVIDENCE.read_text()), EVIDENCE.relative_to(ROOT).as_posix())
-    assert committed == regenerated, "README results section is stale: rerun python -m lwsupcrd.report ... --readme"
+    assert committed == regenerated, "docs/results.md is stale: rerun python -m lwsupcrd.readme <results.json>"
     assert "\n## " not in committed and "\n### Floors" in committed and "\n### Comparisons" in committed
+
+
+def test_readme_answer_and_its_figure_are_the_committed_evidence_regenerated(tmp_path):
+    """The README's answer is generated from the committed results; so is its figure, whose metadata
+    names the SHA-256 of the results file it was drawn from."""
+    from PIL import Image
+
+    from lwsupcrd.files import file_sha256
+    from lwsupcrd.readme import FIGURE, SUMMARY_BEGIN, SUMMARY_END, summary_figure, summary_section
+
+    results = json.loads(EVIDENCE.read_text())
+    committed = between((ROOT / "README.md").read_text(), SUMMARY_BEGIN, SUMMARY_END)
+    assert committed == summary_section(results, EVIDENCE.relative_to(ROOT).as_posix(), FIGURE.as_posix())
+    assert "| the logit weighting |" in committed and f"]({FIGURE.as_posix()})" in committed
+    assert Image.open(ROOT / FIGURE).info["Source"] == file_sha256(EVIDENCE), "rerun python -m lwsupcrd.readme"
+    redrawn = summary_figure(results, tmp_path / "f.png", file_sha256(EVIDENCE))
+    assert Image.open(redrawn).size == Image.open(ROOT / FIGURE).size
+
+
+def test_the_readme_is_short_and_links_every_page_of_the_docs():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.split()) <= 1000
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        assert f"](docs/{page.name})" in readme, f"README does not link docs/{page.name}"
+    first_screen = "\n".join(readme.splitlines()[:45])
+    assert "## The answer so far" in first_screen and "![" in first_screen
 
 
 def test_report_rewrites_only_the_readme_section(tmp_path):
