@@ -14,29 +14,29 @@
 # %% [markdown]
 # # LW-SupCRD: logit-weighted supervised contrastive representation distillation
 #
-# This notebook is generated from `desupcon.py` (the single source; edit that, then run
-# `jupytext --to ipynb desupcon.py -o DeSupCon.ipynb`). It runs the whole study top to bottom:
+# **The question.** A student learns from a teacher through a supervised contrastive loss whose pull and
+# push are weighted by the teacher's class probabilities (LW-SupCRD). Does that weighting make a better
+# student than the same loss without it, than the one-hot teacher's weights, and than the literature's
+# distillation methods (KD, CRD, DKD, FitNet, AT, SP)?
 #
-# 1. the teacher, trained with cross-entropy;
-# 2. the teacher's projection head, trained with SupCon on its frozen backbone;
-# 3. the students: undistilled, SupCon, CRD (our InfoNCE form, and its class-aware control), LW-SupCRD
-#    with its alpha / beta / tau sweeps, and the memory-bank ablation;
-# 4. a linear probe on every backbone;
-# 5. the geometry of every representation, the figures, and the report.
+# **The answer** is the first section below: the comparative figures and the one-line findings, drawn
+# from the results file of the run this notebook shows. The stages follow, table by table, for those who
+# want to watch the protocol run. This notebook is generated from `desupcon.py` (the single source; edit
+# that, then run `jupytext --to ipynb desupcon.py -o DeSupCon.ipynb`).
 #
 # ```
 # python desupcon.py                                  # the paper study (CIFAR-100, ResNet-50 -> ResNet-18; GPU)
-# python desupcon.py --preset quick --dataset fashion-mnist --data-dir /usr/share/datasets/fashion-mnist
+# python desupcon.py --preset evidence --dataset fashion-mnist --data-dir /usr/share/datasets/fashion-mnist
+# python desupcon.py --protocol standard --preset evidence --data-dir /usr/share/datasets/fashion-mnist
 # python desupcon.py --list                           # the runs, in order
 # python desupcon.py --only NAME[,NAME...]            # runs printed by --list (and what they need)
-# python desupcon.py --protocol standard --pair resnet32x4-resnet8x4   # CRD's CIFAR-100 benchmark
 # ```
 #
-# Finished runs are cached in `pth_models/` and reused when their configuration matches; set
-# `FORCE_RETRAIN` (or pass `--force-retrain`) to train everything again, and
-# `FORCE_RETRAIN_BANK_ABLATION` (`--force-retrain-bank-ablation`) for the bank runs only; `FORCE_RETRAIN` may
-# also be a list of stages and run-name patterns (`--force-retrain lwsupcrd,student_baseline_*`).
-# In Jupyter, flags can also be given through the environment variable `LWSUPCRD_ARGS`.
+# Finished runs are cached in `pth_models/` under their configuration's id and reused whenever it comes
+# back; set `FORCE_RETRAIN` (or pass `--force-retrain`) to train everything again, and
+# `FORCE_RETRAIN_BANK_ABLATION` (`--force-retrain-bank-ablation`) for the bank runs only; `FORCE_RETRAIN`
+# may also be a list of stages and run-name patterns (`--force-retrain lwsupcrd,student_baseline_*`).
+# In Jupyter, any flag can also be given through the environment variable `LWSUPCRD_ARGS`.
 
 # %% tags=["parameters"]
 FORCE_RETRAIN = False  # True: retrain every run; or a list of stages / run-name patterns, e.g. ["student_alpha_*"]
@@ -54,8 +54,9 @@ import os
 import sys
 
 from lwsupcrd.distributed import init_from_env
-from lwsupcrd.machine import estimate_cpu_hours, set_cpu_threads, standard_estimate
+from lwsupcrd.machine import estimate_hours, set_cpu_threads, standard_estimate
 from lwsupcrd.options import StudyConfig, in_notebook, parse_args, validate
+from lwsupcrd.overview import overview
 from lwsupcrd.show import present, show_probe, show_stage
 from lwsupcrd.study import Study, StudyError
 from lwsupcrd.data import DataError
@@ -123,11 +124,11 @@ if notice:
 study.measure_floors()  # raw pixels and a random-init student through the same probe: the floors
 if study.standard:  # FLOPs of each run over the rate measured here
     print("\n".join(standard_estimate(study)))
-    if study.device.type == "cpu" and config.preset == "paper":
-        print("note: no GPU here; `--protocol standard --preset smoke` runs every method in minutes.")
-elif study.device.type == "cpu" and config.preset == "paper":
-    print(f"note: no GPU here. The paper study would take about {estimate_cpu_hours(study):.0f} hours on "
-          f"this CPU; `--preset quick` runs a CPU-sized version in minutes.")
+else:  # one timed step of the teacher and of a student, extrapolated
+    print(f"time estimate on {study.device}: about {estimate_hours(study):.2g} h to train every run of this "
+          f"configuration (computed from one timed training step, not measured; cached runs take seconds)")
+if study.device.type == "cpu" and config.preset == "paper":
+    print("note: no GPU here; `--preset smoke` runs every stage in minutes, `--preset evidence` is CPU-sized.")
 
 
 def run_stage(stage: str) -> None:
@@ -144,87 +145,95 @@ def run_stage(stage: str) -> None:
 
 
 # %% [markdown]
-# ## 1. Teacher
-# Cross-entropy training with SGD and a cosine schedule; the line above the table gives this
-# configuration's architecture, epochs, learning rate and batch. Look at the teacher's own head
-# accuracy beside its linear probe: the students can only be read against a good teacher.
+# ## The answer
+# This cell trains every run of the configuration, or reads it from the cache (each run prints one line
+# when cached), then draws the comparative figures from the results file alone, also written to
+# `plots/<results file's name>/`: every method's score with a dot per seed; the comparisons that change
+# one thing, as paired differences; all students' training curves overlaid; and alignment against
+# uniformity. What each figure says is written under the findings.
 
 # %%
-run_stage("teacher")
+for stage in dict.fromkeys(study.runs[name].stage for name in study.order()):  # in the order they depend
+    run_stage(stage)
+if ddp.main:  # rank 0 draws for the group
+    present(*overview(study.results, study.study_plots_dir))
+
+# %% [markdown]
+# ## The stages
+# Each table below averages one stage's experiments over seeds (mean ± sd, n); the per-seed rows and the
+# links to every run's own figures (t-SNE, curves, LW-SupCRD's weights, the 3D hypersphere page, in
+# `plots/`) are folded beneath it. A stage this configuration does not have says so in one line.
+#
+# ### 1. Teacher
+# Cross-entropy training (original protocol: SGD with a cosine schedule; standard protocol: the references'
+# recipe, or a published checkpoint read with `--teacher-checkpoint`). The students can only be read against
+# a good teacher: compare its accuracy with the students' in the answer above.
+
+# %%
 show_stage(study, "teacher")
 
 # %% [markdown]
-# ## 2. The teacher's projection head
-# The backbone is frozen; a 64-dimensional unit-norm projection head (`proj_head`: linear, the
-# original's cosine projection, or an MLP) is trained with SupCon on two views. Its keys are what
-# the students are distilled against, and its geometry is the teacher row's in every table.
+# ### 2. The teacher's projection head (original protocol)
+# The backbone is frozen; a unit-norm projection head (`proj_head`: linear, the original's cosine
+# projection, or an MLP) is trained with SupCon on two views. Its keys are what the students are distilled
+# against, and its geometry is the teacher row's in every table.
 
 # %%
-run_stage("projection")
 show_stage(study, "projection")
 
 # %% [markdown]
-# ## 3. Students
-# Two views per image and a contrastive loss only (the undistilled student: cross-entropy only).
-# For CRD, SupCRD and LW-SupCRD the teacher backbone stays frozen while its projection head keeps
-# training with the student. Unweighted SupCRD (alpha = beta = 1, no teacher probabilities) is the
-# control that separates the logit weighting from "contrast against teacher keys".
+# ### 3. Students (original protocol)
+# Two views per image and a contrastive loss only (the undistilled student: cross-entropy only). For CRD,
+# SupCRD and LW-SupCRD the teacher backbone stays frozen while its projection head keeps training with the
+# student. Unweighted SupCRD (α = β = 1, no teacher probabilities) is the control that separates the logit
+# weighting from "contrast against teacher keys"; the one-hot teacher's SupCRD separates the teacher's
+# probabilities from LW-SupCRD's weight strength.
 
 # %%
-run_stage("baselines")
 show_stage(study, "baselines")
 
 # %% [markdown]
-# ### LW-SupCRD and its sweeps
-# Each sweep moves one value away from the centre (`SWEEP_CENTRE` in `lwsupcrd/protocol.py`;
-# adaptive beta on); the alpha sweep runs in both readings of where alpha acts (`weight`: it
-# multiplies the positive's exponential; `logit`: it scales the positive's logit). The line above
-# the table below lists the (alpha, beta, tau, reading) of every run this preset trains. Look for
-# whether any alpha moves the accuracy in the `weight` reading, where it acts only as a margin.
+# ### LW-SupCRD and its sweeps (original protocol)
+# Each sweep moves one value away from the centre (`SWEEP_CENTRE` in `lwsupcrd/methods.py`; adaptive β on).
+# The line above the table lists the (α, β, τ, α reading) of every run this configuration trains: the paper
+# preset sweeps α in both readings (`weight`: α multiplies the positive's exponential; `logit`: it scales the
+# positive's logit), β and τ; the evidence preset runs the centre in both readings only.
 
 # %%
-run_stage("lwsupcrd")
 show_stage(study, "lwsupcrd")
 
 # %% [markdown]
-# ### Memory-bank ablation
-# Weight decay 1e-4 and cosine annealing; a bank of teacher keys with one slot per training
-# image, momentum 0.5, the preset's number of negatives per step. Each bank run is compared with
-# its matched control (the same run without a bank); one more run starts the bank from the
-# teacher's keys instead of random unit vectors.
+# ### Memory-bank ablation (original protocol)
+# Weight decay 1e-4 and cosine annealing; a bank of teacher keys with one slot per training image, momentum
+# 0.5, the preset's number of negatives per step. Each bank run is compared with its matched control (the
+# same run without a bank) in the answer's comparisons.
 
 # %%
-run_stage("bank_ablation")
 show_stage(study, "bank_ablation")
 
 # %% [markdown]
 # ### The standard benchmark's students (`--protocol standard`)
-# Under `--protocol standard` (CRD's CIFAR-100 benchmark) the stages above have no runs: after the
-# teacher (trained with the references' recipe, or read with `--teacher-checkpoint`), each student
-# trains on one view with gamma CE + a KD + b L_distill and is scored by its own classifier on the
-# test split at the last epoch; the table sets our numbers beside the published ones. Under the
-# original protocol this cell does nothing.
+# After the teacher, each student trains on one view with γ CE + a KD + b L_distill (the registry's weights,
+# `lwsupcrd/methods.py`) and is scored by its own classifier on the test split at the last epoch; the best
+# epoch is kept beside it, labelled. On CIFAR-100 the table sets our numbers beside the published ones; on
+# other data it has no published column.
 
 # %%
-run_stage("distillation")
 show_stage(study, "distillation")
 
 # %% [markdown]
-# ## 4. Linear probe
-# Each backbone is frozen, features of un-augmented images are computed once, and a linear
-# classifier is trained on them.
+# ## Linear probe (original protocol)
+# Each backbone is frozen, features of un-augmented images are computed once, and a linear classifier is
+# trained on them; every run is listed beside its own seed's SupCon, with the floors.
 
 # %%
 show_probe(study)
 
 # %% [markdown]
-# ## 5. Geometry, figures and the report
-# Every run above was analysed on the test split as it finished: alignment of same-class pairs,
-# uniformity, the alignment of two augmented views, intra/inter-class distances, a t-SNE, a 3D
-# hypersphere page and an alignment/uniformity figure (in `plots/`). The study-level figures and
-# the report (beside the results file, ending in `.md`) are built from the results file alone
-# (`python -m lwsupcrd.report <results.json>` rebuilds the report without retraining).
+# ## The report
+# Every table of the study, with its conditions, built from the results file alone and written beside it
+# (ending in `.md`; `python -m lwsupcrd.report <results.json>` rebuilds it without retraining).
 
 # %%
 report, figures = study.finish()
-present(report, figures)
+present(report, [])

@@ -90,9 +90,15 @@ def figure_paths(plots_dir: Path, name: str) -> dict[str, Path]:
             "weights": plots_dir / f"{name}_weights.png"}
 
 
+def _kept(study, run, entry: dict, cached: bool, figures: dict[str, Path]) -> bool:
+    """Whether a cached run's analysis and figures stand as they are (unless forced)."""
+    return (cached and "analysis" in entry and not study.cfg.force_analysis and not study.forced(run)
+            and all(p.exists() for p in figures.values()))
+
+
 def analyze_run(study, run, model: ModelWrapper, cached: bool) -> None:
-    """A run's geometry metrics into its entry of `study.results`, and its figures; skipped for a
-    cached run whose metrics and figures exist, unless forced."""
+    """A run's geometry metrics into its entry of `study.results`, and its figures (the standard
+    protocol: its curves only); skipped for a cached run whose metrics and figures exist, unless forced."""
     from . import plots
 
     entry = study.results["runs"][run.name]
@@ -102,18 +108,23 @@ def analyze_run(study, run, model: ModelWrapper, cached: bool) -> None:
         figures.pop("curves")
     if not log_path.exists() or run.cfg["method"] != "lwsupcrd":
         figures.pop("weights")
-    if (cached and "analysis" in entry and not study.cfg.force_analysis and not study.forced(run)
-            and all(p.exists() for p in figures.values())):
+    standard = run.cfg.get("protocol") == "standard"
+    if standard:  # geometry and curves only: the backbone's geometry, no t-SNE or hypersphere page
+        figures = {k: p for k, p in figures.items() if k == "curves"}
+    if _kept(study, run, entry, cached, figures):
         return
     start = time.perf_counter()
     cfg = entry["config"]
     metrics, spaces = analyze(model, cfg["method"], study.test, study.info, cfg["seed"],
                               channels_last=bool(cfg.get("channels_last")))
-    shown = spaces[metrics["figure_space"]]
-    names = study.test.class_names
-    metrics["tsne"] = plots.tsne_figure(shown, names, run.name, figures["tsne"], cfg["seed"])
-    metrics["hypersphere"] = plots.hypersphere_page(shown, names, run.name, figures["hypersphere"], cfg["seed"])
-    plots.alignment_figure(shown, names, run.name, figures["alignment"], cfg["seed"])
+    if standard:
+        metrics["figure_space"] = "features"  # not every method trains the projection head
+    else:
+        shown = spaces[metrics["figure_space"]]
+        names = study.test.class_names
+        metrics["tsne"] = plots.tsne_figure(shown, names, run.name, figures["tsne"], cfg["seed"])
+        metrics["hypersphere"] = plots.hypersphere_page(shown, names, run.name, figures["hypersphere"], cfg["seed"])
+        plots.alignment_figure(shown, names, run.name, figures["alignment"], cfg["seed"])
     if "curves" in figures:
         plots.curves_figure(json.loads(log_path.read_text()), figures["curves"])
     if "weights" in figures:

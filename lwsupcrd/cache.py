@@ -72,6 +72,16 @@ class RunFiles:
     def log(self, name: str) -> Path:
         return self.logs_dir / f"{self.key(name)}.json"
 
+    def curve(self, name: str) -> dict[str, list[float]]:
+        """The run's per-epoch loss, cross-entropy and train/test accuracy from its training log (the
+        overlaid curves of `overview`); empty without a log."""
+        try:
+            rows = json.loads(self.log(name).read_text())["epochs"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
+        return {k: [round(float(r[k]), 4) for r in rows] for k in ("loss", "ce", "train_acc", "test_acc")
+                if rows and all(k in r for r in rows)}
+
 
 def other_config_note(files: RunFiles, name: str, cfg: dict) -> str:
     """"no checkpoint", and how the newest checkpoint of the run with other settings differs."""

@@ -231,9 +231,11 @@ def bank_figure(pairs: list[tuple[str, float, float]], path: Path) -> Path:
             ax.bar(x, acc, width=0.34, color=color, label=name if i == 0 else None)
             ax.text(x, acc, f"{acc:.1f}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(pairs)), [textwrap.fill(p[0], 26) for p in pairs], fontsize=8)
-    ax.set_ylabel("linear-probe test accuracy (%)")
+    values = [v for _, control, bank in pairs for v in (control, bank)]
+    ax.set_ylim(min(values) - 2, max(values) + 1)  # not from 0: the differences are a point or two
+    ax.set_ylabel("linear-probe test accuracy (%), axis not from 0")
     ax.legend(fontsize=8, loc="lower right")
-    ax.set_title("memory bank against its matched control")
+    ax.set_title("memory bank against its matched control (seeds: comparisons.png)")
     _save(fig, path)
     return path
 
@@ -257,25 +259,13 @@ def geometry_figure(points: list[tuple[str, float, float, bool]], space: str, pa
     return path
 
 
-def image_grid(images: list[Path], title: str, path: Path, dpi: int = 60) -> Path:
-    """Several saved figures tiled into one, at a small resolution (what a notebook embeds); each
-    figure carries its run's name in its own title."""
-    import matplotlib.image as mpimg
-
-    pictures = [mpimg.imread(p) for p in images]
-    aspect = pictures[0].shape[1] / pictures[0].shape[0]
-    cols = min(len(pictures), 3 if aspect < 1.5 else 2 if aspect < 3 else 1)
-    rows = math.ceil(len(pictures) / cols)
-    width = 4.5 if cols > 1 else 9
-    fig = Figure(figsize=(width * cols, width / aspect * rows + 0.4), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(rows, cols)).flatten()
-    for ax in axes:
-        ax.axis("off")
-    for ax, picture in zip(axes, pictures):
-        ax.imshow(picture)
-    fig.suptitle(title)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
-    return path
+def _seed_rows(ax, rows: list[tuple[str, dict[int, float]]], marker: str, color: str) -> None:
+    """Row i: a grey dot per seed and the mean ± sd over seeds."""
+    for i, (_, by_seed) in enumerate(rows):
+        values = np.array(list(by_seed.values()))
+        ax.scatter(values, np.full(len(values), i), s=14, color="0.45", zorder=3)
+        ax.errorbar(values.mean(), i, xerr=values.std(ddof=1) if len(values) > 1 else 0, fmt=marker, color=color,
+                    capsize=3, markersize=6, zorder=4)
 
 
 def accuracy_figure(rows: list[tuple[str, dict[int, float]]], references: dict[str, float], title: str,
@@ -284,11 +274,7 @@ def accuracy_figure(rows: list[tuple[str, dict[int, float]]], references: dict[s
     `source` goes into the PNG's metadata, so a figure can be checked against its results file."""
     fig = Figure(figsize=(7.5, 0.45 * len(rows) + 1.4))
     ax = fig.add_subplot()
-    for i, (_, by_seed) in enumerate(rows):
-        values = np.array(list(by_seed.values()))
-        ax.scatter(values, np.full(len(values), i), s=14, color="0.45", zorder=3)
-        ax.errorbar(values.mean(), i, xerr=values.std(ddof=1) if len(values) > 1 else 0, fmt="o", color="C0",
-                    capsize=3, markersize=6, zorder=4)
+    _seed_rows(ax, rows, "o", "C0")
     for k, (name, x) in enumerate(references.items()):
         ax.axvline(x, color=f"C{k + 1}", linestyle="--", linewidth=1, label=f"{name} {x:.2f}")
     ax.set_yticks(range(len(rows)), [label for label, _ in rows])
@@ -298,4 +284,69 @@ def accuracy_figure(rows: list[tuple[str, dict[int, float]]], references: dict[s
     ax.legend(fontsize=7, loc="lower left")
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight",
                                                metadata={"Source": source}))
+    return path
+
+
+def forest_figure(rows: list[tuple[str, dict[int, float]]], metric: str, path: Path) -> Path:
+    """Paired differences run − reference, one row per comparison: a dot per seed, the mean with
+    ± sd, and zero marked; `rows` are `(what changes, {seed: difference})`."""
+    import textwrap
+
+    fig = Figure(figsize=(8, 0.5 * len(rows) + 1.3))
+    ax = fig.add_subplot()
+    _seed_rows(ax, rows, "D", "C3")
+    ax.axvline(0, color="0.2", linewidth=1)
+    ax.set_yticks(range(len(rows)), [textwrap.fill(what, 60) for what, _ in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"Δ {metric} (pp), run − reference: a grey dot per seed, red mean ± sd")
+    ax.set_title("comparisons that change one thing, paired by seed", fontsize=9)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
+    return path
+
+
+def curves_overlay_figure(series: dict[str, dict[str, list[list[float]]]], path: Path) -> Path:
+    """Every method's training curves on shared axes: per panel (a logged quantity) and method, the
+    mean over seeds as a line and min–max over seeds as a band; `series[panel][method]` holds one
+    list of per-epoch values per seed."""
+    panels = list(series)
+    fig = Figure(figsize=(5.2 * len(panels) + 2.6, 4.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    cmap = _cmap("tab20")
+    methods = list(dict.fromkeys(m for panel in series.values() for m in panel))
+    for ax, panel in zip(axes, panels):
+        for i, method in enumerate(methods):
+            runs = series[panel].get(method)
+            if not runs:
+                continue
+            n = min(len(r) for r in runs)
+            values = np.array([r[:n] for r in runs])
+            epochs = np.arange(1, n + 1)
+            ax.plot(epochs, values.mean(0), color=cmap(i % 20), linewidth=1.3, label=method)
+            if len(runs) > 1:
+                ax.fill_between(epochs, values.min(0), values.max(0), color=cmap(i % 20), alpha=0.18, linewidth=0)
+        ax.set_xlabel("epoch")
+        ax.set_title(panel, fontsize=9)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="outside right center", frameon=False)
+    fig.suptitle("training curves: mean over seeds, band min–max over seeds", fontsize=10)
+    _save(fig, path)
+    return path
+
+
+def geometry_errorbar_figure(points: list[tuple[str, tuple[float, float], tuple[float, float]]], space: str,
+                             path: Path) -> Path:
+    """Alignment against uniformity per method, mean with ± sd over seeds on both axes:
+    `(label, (alignment mean, sd), (uniformity mean, sd))`."""
+    fig = Figure(figsize=(9, 5), layout="constrained")
+    ax = fig.subplots()
+    cmap = _cmap("tab20")
+    markers = "os^Dv<>pP*Xh"
+    for i, (label, (a, a_sd), (u, u_sd)) in enumerate(points):
+        ax.errorbar(a, u, xerr=a_sd, yerr=u_sd, fmt=markers[i % len(markers)], color=cmap(i % 20), capsize=2,
+                    markersize=6, label=label)
+    ax.set_xlabel("alignment (same-class pairs) ↓")
+    ax.set_ylabel("uniformity ↓")
+    ax.set_title(f"alignment vs uniformity ({space}, test split): mean ± sd over seeds", fontsize=9)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
+    _save(fig, path)
     return path

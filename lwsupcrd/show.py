@@ -1,15 +1,17 @@
-"""What the notebook shows after each stage, from the results file and the figures on disk: the
-stage's runs as a table and its figures as one grid per kind. In Jupyter they are displayed
-inline; run as a script, the table is printed and the grids are written to `plots/`."""
+"""What the notebook shows after each stage, from the results file: the stage's experiments as
+one table averaged over seeds (mean ± sd, n), the per-seed rows and the links to every run's own
+figures (t-SNE, curves, weights, hypersphere page in `plots/`) folded beneath it. In Jupyter they
+are displayed as markdown; run as a script, printed. No per-run figure is tiled into the notebook."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from .groups import markdown_table
+from .groups import markdown_table, paired_delta
 from .report import Report, label
 
-# per-run figures shown as grids (each run's alignment figure and hypersphere page stay in plots/)
-FIGURE_KINDS = {"tsne": "t-SNE (projection)", "curves": "training curves", "weights": "LW-SupCRD weights"}
+FIGURE_NAMES = {"tsne": "t-SNE", "curves": "curves", "weights": "weights", "hypersphere": "hypersphere page",
+                "alignment": "alignment"}
 
 
 def in_jupyter() -> bool:
@@ -22,24 +24,40 @@ def in_jupyter() -> bool:
 
 
 def stage_table(results: dict, names: list[str]) -> str:
-    """The runs' probe accuracy, train accuracy, gap, difference to SupCon and geometry (projection
-    first, then backbone), one row per run, in the markdown of the report."""
+    """One row per experiment of these runs: probe test and train accuracy, gap, the difference to
+    SupCon paired by seed, and geometry (projection first, then backbone), each mean ± sd (n)."""
     r = Report(results)
+    bases = list(dict.fromkeys(results["runs"][n].get("base") or n for n in names if n in results["runs"]))
+    rows = []
+    for base in bases:
+        g = r.groups[base]
+        delta = paired_delta(g, r.supcon) if r.supcon is not None and g is not r.supcon else "–"
+        rows.append([label(g), f"`{base}`", str(len(g.entries))] + [g.fmt(k) for k in (
+            "probe_test_acc", "probe_train_acc", "probe_gap")] + [delta] + r.geometry(g))
+    return markdown_table(["Method", "Experiment", "Seeds", "Test acc (%)", "Train acc (%)", "Gap", "Δ vs SupCon",
+                           "Align. proj. ↓", "Unif. proj. ↓", "Align. backbone ↓", "Unif. backbone ↓"], rows)
+
+
+def per_seed(results: dict, names: list[str], out: Path, keys: tuple[str, ...]) -> str:
+    """The runs one by one (a row per seed) with links to their figures, folded under a summary."""
     rows = []
     for name in names:
         entry = results["runs"].get(name)
         if entry is None:
             continue
-        g = r.groups[entry.get("base") or name]
         m = entry.get("metrics", {})
-        acc = m.get("probe_test_acc")
-        supcon = r.supcon.by_seed("probe_test_acc").get(entry["config"]["seed"]) if r.supcon else None
-        delta = f"{acc - supcon:+.2f}" if acc is not None and supcon is not None else "–"
-        geometry = [_fmt(value) for value in _geometry(entry, r)]
-        rows.append([label(g), f"`{name}`"] + [_fmt(m.get(k), 2) for k in ("probe_test_acc", "probe_train_acc",
-                                                                           "probe_gap")] + [delta] + geometry)
-    return markdown_table(["Method", "Run", "Test acc (%)", "Train acc (%)", "Gap", "Δ vs SupCon", "Align. proj. ↓",
-                   "Unif. proj. ↓", "Align. backbone ↓", "Unif. backbone ↓"], rows)
+        links = " · ".join(f"[{FIGURE_NAMES.get(kind, kind)}]({_link(out / path)})"
+                           for kind, path in entry.get("analysis", {}).get("figures", {}).items())
+        rows.append([f"`{name}`", str(entry["config"]["seed"])] + [_fmt(m.get(k), 2) for k in keys] + [links or "–"])
+    table = markdown_table(["Run", "Seed", *keys, "Figures"], rows)
+    return f"<details><summary>Per seed: {len(rows)} runs and their figures</summary>\n\n{table}\n\n</details>"
+
+
+def _link(path: Path) -> str:
+    try:
+        return Path(os.path.relpath(path)).as_posix()
+    except ValueError:  # another drive
+        return path.as_posix()
 
 
 def describe(runs: list) -> str:
@@ -49,7 +67,7 @@ def describe(runs: list) -> str:
     c = runs[0].cfg
     text = (f"*{len(runs)} run(s): {c['arch']}, {c['epochs']} epochs, {c['optimizer']} lr {c['lr']:g}, weight decay "
             f"{c['weight_decay']:g}, {c['schedule']} schedule, batch {c['batch_size']}, {c['proj_head']} projection "
-            f"head, seed {c['seed']}")
+            f"head, seeds {sorted({r.cfg['seed'] for r in runs})}")
     if any(r.cfg["method"] == "standard" for r in runs):
         from .benchmark import ROWS, row_of
 
@@ -66,41 +84,27 @@ def describe(runs: list) -> str:
     return text + ".*"
 
 
-def _geometry(entry: dict, r: Report) -> list:
-    head = entry
-    if entry["stage"] == "teacher" and r.head is not None:  # the head the students were distilled against
-        head = next((e for e in r.head.entries if e["config"]["seed"] == entry["config"]["seed"]), entry)
-    proj, feats = head.get("analysis", {}).get("projection", {}), entry.get("analysis", {}).get("features", {})
-    return [proj.get("class_alignment"), proj.get("uniformity"), feats.get("class_alignment"), feats.get("uniformity")]
-
-
 def _fmt(value, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def show_stage(study, stage: str) -> list[Path]:
-    """Display (Jupyter) or print (script) the stage's table, and write its figure grids."""
-    from . import plots
-
-    if not any(r.stage == stage for r in study.runs.values()):  # a stage of the other protocol
-        return []
+def show_stage(study, stage: str) -> None:
+    """Display (Jupyter) or print (script) the stage's table averaged over seeds, the per-seed rows
+    and the links to each run's figures."""
     names = [n for n in study.order() if study.runs[n].stage == stage and n in study.results["runs"]]
+    if not names:
+        present(f"*No run of this stage in this configuration (protocol {study.cfg.protocol}).*", [])
+        return
     if study.standard:
         from .benchmark import standard_table
 
-        present(describe([study.runs[n] for n in names]) + "\n\n" + standard_table([study.results]), [])
-        return []
-    table = describe([study.runs[n] for n in names]) + "\n\n" + stage_table(study.results, names)
-    grids = []
-    for kind, title in FIGURE_KINDS.items():
-        pngs = [study.out / study.results["runs"][n].get("analysis", {}).get("figures", {}).get(kind, "")
-                for n in names]
-        pngs = [p for p in pngs if p.suffix == ".png" and p.exists()]
-        if pngs:
-            path = study.study_plots_dir / f"stage_{stage}_{kind}.png"
-            grids.append(plots.image_grid(pngs, f"{stage}: {title}", path))
-    present(table, grids)
-    return grids
+        table = standard_table([{**study.results, "runs": {n: study.results["runs"][n] for n in names}}])
+        keys = ("test_acc", "best_test_acc")
+    else:
+        table = stage_table(study.results, names)
+        keys = ("probe_test_acc", "probe_train_acc")
+    present("\n\n".join([describe([study.runs[n] for n in names]), table,
+                          per_seed(study.results, names, study.out, keys)]), [])
 
 
 def present(table: str, images: list[Path]) -> None:

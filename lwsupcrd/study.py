@@ -209,7 +209,7 @@ class Study:
                  "centre": run.centre, "id": self.files.run_id(name), "config": cfg, "metrics": ckpt["metrics"],
                  "cached": cached, "code": version,
                  "checkpoint": str(path.relative_to(self.out)) if path.is_relative_to(self.out) else str(path),
-                 "environment": ckpt.get("environment", {})}
+                 "environment": ckpt.get("environment", {}), "curve": self.files.curve(name)}
         previous = self._read_results()["runs"].get(name) or self.results["runs"].get(name, {})
         if cached and previous.get("config") == cfg and previous.get("id") == entry["id"] and "analysis" in previous:
             entry["analysis"] = previous["analysis"]
@@ -349,10 +349,8 @@ class Study:
         return figure_paths(self.plots_dir, self.files.key(name))
 
     def analyze(self, run: Run, model: ModelWrapper, cached: bool) -> None:
-        """Geometry metrics into the results entry and the run's figures (`analysis.analyze_run`);
-        the standard protocol scores the classifier only."""
-        if run.cfg.get("protocol") != "standard":
-            analyze_run(self, run, model, cached)
+        """Geometry metrics into the results entry and the run's figures (`analysis.analyze_run`)."""
+        analyze_run(self, run, model, cached)
 
     def finish(self) -> tuple[str, list[Path]]:
         """Study-level figures and the report, from the results file alone: `(report text, figures)`."""

@@ -1,13 +1,13 @@
-"""Execute DeSupCon.ipynb in place, keeping its outputs, on the evidence preset with Fashion-MNIST:
-what the committed notebook shows. The cells are not touched (the study's flags come through
+"""Execute DeSupCon.ipynb in place, keeping its outputs, on the standard protocol's evidence preset
+(Fashion-MNIST): what the committed notebook shows. The cells are not touched (the study's flags come through
 $LWSUPCRD_ARGS), so the notebook still mirrors desupcon.py.
 
-    python scripts/run_notebook.py                      # evidence preset, outputs under notebook_run/
+    python scripts/run_notebook.py                      # standard evidence preset, outputs under notebook_run/
     python scripts/run_notebook.py --preset smoke --data-dir DIR --out-dir DIR   # any flags of desupcon.py
 
-On an empty notebook_run/ this trains the whole evidence study (hours on 2 CPU cores); where that
-folder already holds the study (a finished `python desupcon.py --preset evidence ... --out-dir
-notebook_run`, or a copy of one), every run is read from its cached checkpoint and analysis.
+On an empty notebook_run/ this trains the whole study (about two hours on 2 CPU cores); where that
+folder already holds it (a finished `python desupcon.py --protocol standard --preset evidence ...
+--out-dir notebook_run`, or a copy of one), every run is read from its cached checkpoint and analysis.
 """
 import os
 import sys
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from lwsupcrd.files import write_text  # noqa: E402
 
-DEFAULT = ["--preset", "evidence", "--dataset", "fashion-mnist", "--data-dir", "/usr/share/datasets/fashion-mnist",
+DEFAULT = ["--protocol", "standard", "--preset", "evidence", "--data-dir", "/usr/share/datasets/fashion-mnist",
            "--out-dir", "notebook_run"]
 
 

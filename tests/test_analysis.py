@@ -257,3 +257,33 @@ def test_report_conditions_name_the_teachers_and_the_students_budgets_apart():
     assert ("train images per seed: teacher 60000, students 10000; epochs: teacher 5, students 6; batch: teacher "
             "128, students 64; optimiser: teacher sgd, students adam, lr teacher 0.1, students 0.005; seeds [0]"
             ) in r.conditions(list(r.groups.values()))
+
+
+STANDARD = ROOT / "results" / "standard-evidence" / "standard_results_resnet20-resnet8_fashion-mnist_b3187e4001.json"
+
+
+def test_the_standard_evidence_holds_every_method_on_three_seeds_with_a_teacher_ahead():
+    from lwsupcrd.benchmark import row_of
+    from lwsupcrd.groups import groups_of
+    from lwsupcrd.methods import METHODS
+
+    results = json.loads(STANDARD.read_text())
+    by_method = {row_of(g.config): g for g in groups_of(results).values()}
+    assert set(by_method) == {"teacher", *METHODS}
+    assert all(len(g.by_seed("test_acc")) >= 3 for m, g in by_method.items() if m != "teacher")
+    teacher = by_method["teacher"].stats("test_acc")[0]
+    assert all(teacher - acc >= 3 for acc in by_method["vanilla"].by_seed("test_acc").values())
+
+
+def test_readme_and_benchmark_doc_are_the_committed_standard_evidence_regenerated():
+    from lwsupcrd.readme import (BENCHMARK_DOC, BLOCK_BEGIN, BLOCK_END, README, STANDARD_BEGIN, STANDARD_END,
+                                 standard_block, standard_summary)
+
+    results, source = json.loads(STANDARD.read_text()), STANDARD.relative_to(ROOT).as_posix()
+    readme = between((ROOT / README).read_text(), STANDARD_BEGIN, STANDARD_END)
+    assert readme == standard_summary(results, source), "README is stale: rerun python -m lwsupcrd.readme " + source
+    assert "| LW-SupCRD instead of KD |" in readme and "all runs together" in readme
+    block = between((ROOT / BENCHMARK_DOC).read_text(), BLOCK_BEGIN, BLOCK_END)
+    assert block == standard_block(results, source)
+    header = next(line for line in block.splitlines() if line.startswith("| Method |"))
+    assert "not comparable with the published numbers" in block and "published" not in header

@@ -73,10 +73,26 @@ def test_notebook_runs_headless_in_smoke_preset(smoke, tmp_path, monkeypatch):
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
     outputs = "".join(o.get("text", "") + o.get("data", {}).get("text/markdown", "")
                       for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if "image/png" in o.get("data", {})]
-    assert len(images) >= 10  # every stage shows its figures inline
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    with_images = [i for i, c in enumerate(code) if any("image/png" in o.get("data", {}) for o in c.get("outputs", []))]
+    answer = next(i for i, c in enumerate(code) if "overview(" in c.source)
+    assert with_images == [answer]  # the answer's comparative figures, and no per-run grid anywhere
+    assert sum("image/png" in o.get("data", {}) for o in code[answer].outputs) == 4
+    assert "Highest mean probe accuracy" in outputs and "<details><summary>Per seed" in outputs
+    assert not [o for c in code for o in c.outputs if o.output_type == "execute_result"]  # no stray objects
     assert "== student_lwsupcrd_bank64_resnet8_cifar100: training (forced)" in outputs
     assert "== student_baseline_supcon_resnet8_cifar100: cached" in outputs
     assert "## Main results" in outputs
     assert results_file(tmp_path / "out").exists()
+
+
+def test_committed_notebook_opens_with_the_answer_and_stays_small():
+    """The committed notebook: executed, its first figures are the answer's, it prints no stray
+    object, and it is no larger than the per-run-grid notebook it replaced (2,690,552 bytes)."""
+    nb = nbformat.read(ROOT / "DeSupCon.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.get("execution_count") for c in code), "commit the notebook executed"
+    with_images = [i for i, c in enumerate(code) if any("image/png" in o.get("data", {}) for o in c.get("outputs", []))]
+    assert with_images and "overview(" in code[with_images[0]].source and len(with_images) == 1
+    assert not [o for c in code for o in c.outputs if o.output_type == "execute_result"]
+    assert (ROOT / "DeSupCon.ipynb").stat().st_size <= 2_690_552

@@ -1,0 +1,130 @@
+"""The answer, first: a study's comparative figures and its one-line findings, drawn from its
+results file alone, for either protocol. The notebook opens with them; they are also written to
+`plots/<results file's name>/`.
+
+    accuracy.png     each method's score: a dot per seed, mean ± sd, floors and teacher as lines
+    comparisons.png  the comparisons that change one thing: paired differences, a dot per seed
+    curves.png       every method's training curves overlaid: mean over seeds, band min–max
+    geometry.png     alignment against uniformity, mean ± sd over seeds on both axes
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .groups import Group, groups_of, markdown_table, mean_std, paired
+
+GUIDE = {
+    "accuracy": "Each row a method, best first; grey dots are seeds, blue the mean ± sd. Read a gap between "
+                "two methods against the spread of their dots, and every method against the dashed lines.",
+    "comparisons": "Each row changes one thing; a row whose dots straddle zero is no evidence either way.",
+    "curves": "Mean over seeds with a band from the lowest to the highest seed; look for methods that are "
+              "still rising at the last epoch (undertrained) and for bands that overlap.",
+    "geometry": "Lower is better on both axes; bars are ± sd over seeds. A method can be better aligned and "
+                "less uniform at once: the trade-off, not one axis, is the point.",
+}
+
+
+def _standard(results: dict) -> bool:
+    return results["settings"].get("protocol") == "standard"
+
+
+def _conditions(results: dict, score: str) -> str:
+    s = results["settings"]
+    entries = list(results["runs"].values())
+    hardware = sorted({e.get("environment", {}).get("gpu") or "CPU ({} threads)".format(
+        e.get("environment", {}).get("cpu_threads", "?")) for e in entries})
+    seeds = sorted({e["config"]["seed"] for e in entries})
+    return (f"*Preset `{s.get('preset', '?')}`, {s['dataset']}, {s['teacher_arch']} → {s['student_arch']}, "
+            f"protocol {s.get('protocol', 'lwsupcrd')}, seeds {seeds}, {'; '.join(hardware)}. Score: {score}.*")
+
+
+def _rows(results: dict):
+    """`(score key, score name, [(label, group)], references, comparisons, geometry space)` of a study."""
+    if _standard(results):
+        from .benchmark import ROWS, VANILLA, row_of
+        from .methods import COMPARISONS
+
+        by_method = {row_of(g.config): g for g in groups_of(results).values()}
+        students = [(ROWS[m], g) for m, g in by_method.items() if m != "teacher"]
+        refs = {name: by_method[m].stats("test_acc")[0] for name, m in (("vanilla student", VANILLA),
+                                                                         ("teacher", "teacher"))
+                if m in by_method and by_method[m].stats("test_acc")}
+        pairs = [(what, by_method[a], by_method[b]) for what, a, b in COMPARISONS if a in by_method and b in by_method]
+        return "test_acc", "top-1 of the student's own classifier, test split, last epoch", students, refs, pairs, \
+            "features"
+    from .report import Report, label
+
+    r = Report(results)
+    scored = r.scored(lambda g: g.stage in ("baselines", "bank_ablation") or g.first.get("centre"))
+    refs = {}
+    if r.raw:
+        refs["raw-pixel floor"] = r.raw.stats("probe_test_acc")[0]
+    floors = results.get("floors", {})
+    if floors:
+        refs["random-init student floor"] = mean_std([f["random_student"] for f in floors.values()])[0]
+    if r.teacher and r.teacher.stats("probe_test_acc"):
+        refs["teacher"] = r.teacher.stats("probe_test_acc")[0]
+    return "probe_test_acc", "linear probe on the frozen backbone, test split", [(label(g), g) for g in scored], \
+        refs, r.questions(), "projection"
+
+
+def _curves(students: list[tuple[str, Group]], standard: bool) -> dict[str, dict[str, list[list[float]]]]:
+    panels = {"test_acc": "test top-1 (%)", "train_acc": "train accuracy (%)", "ce": "cross-entropy"} if standard \
+        else {"loss": "training loss (each method's own)"}
+    series: dict[str, dict[str, list[list[float]]]] = {}
+    for key, title in panels.items():
+        for name, g in students:
+            runs = [e["curve"][key] for e in g.entries if key in e.get("curve", {})]
+            if runs:
+                series.setdefault(title, {})[name] = runs
+    return series
+
+
+def overview(results: dict, plots_dir: Path) -> tuple[str, list[Path]]:
+    """`(markdown, figures)`: the findings of the comparisons that change one thing, one line each,
+    with the conditions once, and the four comparative figures (those the results can draw)."""
+    from . import plots
+
+    key, score, students, refs, pairs, space = _rows(results)
+    students = [(name, g) for name, g in students if g.stats(key) is not None]
+    students.sort(key=lambda item: -item[1].stats(key)[0])
+    if not students:
+        return "*No student has a score yet: the answer appears once the runs below have finished.*", []
+    metric = "top-1" if key == "test_acc" else "probe accuracy"
+    figures, lines = [], []
+    figures.append(plots.accuracy_figure([(name, g.by_seed(key)) for name, g in students], refs,
+                                         f"{results['settings']['dataset']}: {score}", plots_dir / "accuracy.png"))
+    forest, table = [], []
+    for what, a, b in pairs:
+        diffs, p = paired(a, b, key)
+        if not diffs:
+            continue
+        mean, sd = mean_std(list(diffs.values()))
+        forest.append((what, diffs))
+        verdict = ("one seed: no test" if p is None else "no significant difference" if p >= 0.05
+                   else "higher" if mean > 0 else "lower")
+        table.append([what, f"{mean:+.2f} ± {sd:.2f}", "–" if p is None else f"{p:.3f}",
+                      f"{sum(d > 0 for d in diffs.values())} of {len(diffs)}", verdict])
+    if forest:
+        figures.append(plots.forest_figure(forest, metric, plots_dir / "comparisons.png"))
+    curves = _curves(students, _standard(results))
+    if curves:
+        figures.append(plots.curves_overlay_figure(curves, plots_dir / "curves.png"))
+    points = []
+    for name, g in students:
+        a, u = g.stats("class_alignment", space), g.stats("uniformity", space)
+        if a is not None and u is not None:
+            points.append((name, a[:2], u[:2]))
+    if points:
+        figures.append(plots.geometry_errorbar_figure(points, f"L2-normalised {space}", plots_dir / "geometry.png"))
+    best = students[0]
+    lines += [_conditions(results, score), "",
+              f"Highest mean {metric}: {best[0]}, {best[1].fmt(key)}." + "".join(
+                  f" {name.capitalize()}: {value:.2f}." for name, value in refs.items()), ""]
+    if table:
+        lines += [f"Comparisons that change one thing (Δ {metric}, run − reference, paired by seed; paired t-test "
+                  f"p; significant means p < 0.05):", "",
+                  markdown_table(["What changes", "Δ (pp), mean ± sd", "p", "Run ahead on", "Finding"], table), ""]
+    kinds = [p.stem for p in figures]
+    lines += ["What to look for: " + " ".join(f"**{k}**: {GUIDE[k]}" for k in kinds if k in GUIDE)]
+    return "\n".join(lines), figures

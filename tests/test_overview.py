@@ -1,0 +1,85 @@
+"""The answer a study opens with: its comparative figures and findings, from the results file alone."""
+import json
+
+import pytest
+
+from helpers import ROOT
+from lwsupcrd.groups import groups_of, mean_std, paired
+from lwsupcrd.overview import overview
+
+EVIDENCE = ROOT / "results" / "evidence" / "comprehensive_results_resnet8_fashion-mnist.json"
+
+
+def finding_rows(markdown: str) -> dict[str, list[str]]:
+    rows = [line.strip("| ").split(" | ") for line in markdown.splitlines() if line.startswith("| ")]
+    return {r[0]: r[1:] for r in rows[1:]}
+
+
+def test_the_original_evidence_answers_with_its_paired_comparisons(tmp_path):
+    results = json.loads(EVIDENCE.read_text())
+    text, figures = overview(results, tmp_path)
+    assert [p.name for p in figures] == ["accuracy.png", "comparisons.png", "geometry.png"]  # no curves recorded
+    assert all(p.stat().st_size > 10_000 for p in figures)
+    groups = groups_of(results)
+    lw = groups["student_alpha_1.0_beta_10.0_temp_0.07_resnet8_fashion-mnist"]
+    control = groups["student_supcrd_unweighted_resnet8_fashion-mnist"]
+    diffs, p = paired(lw, control)
+    mean, sd = mean_std(list(diffs.values()))
+    row = finding_rows(text)["the logit weighting"]
+    assert row == [f"{mean:+.2f} ± {sd:.2f}", f"{p:.3f}", f"{sum(d > 0 for d in diffs.values())} of 3",
+                   "no significant difference" if p >= 0.05 else "higher" if mean > 0 else "lower"]
+    assert "seeds [0, 1, 2]" in text and "Preset `evidence`" in text and text.count("*Preset") == 1
+
+
+def standard_results(seeds=(0, 1, 2)):
+    runs = {}
+    for seed in seeds:
+        for recipe, acc in (("vanilla", 80.0), ("kd", 82.0), ("lwsupcrd", 81.0 + seed / 10),
+                            ("supcrd_unweighted", 81.0), ("supcrd_onehot", 80.5)):
+            curve = {"test_acc": [acc - 10, acc - 2, acc], "train_acc": [50.0, 70.0, 90.0], "ce": [2.0, 1.0, 0.5]}
+            runs[f"std_{recipe}_seed{seed}"] = {
+                "stage": "distillation", "base": f"std_{recipe}", "curve": curve,
+                "config": {"method": "standard", "recipe": recipe, "seed": seed},
+                "metrics": {"test_acc": acc}, "environment": {"cpu_threads": 2},
+                "analysis": {"features": {"class_alignment": 0.5 + seed / 100, "uniformity": -2.0}}}
+        runs[f"std_teacher_seed{seed}"] = {"stage": "teacher", "base": "std_teacher", "config": {
+            "method": "ce", "seed": 0}, "metrics": {"test_acc": 90.0}}
+    settings = {"protocol": "standard", "preset": "evidence", "dataset": "fashion-mnist", "teacher_arch": "resnet20",
+                "student_arch": "resnet8"}
+    return {"settings": settings, "runs": runs}
+
+
+def test_the_standard_protocol_draws_all_four_figures_and_names_each_finding(tmp_path):
+    text, figures = overview(standard_results(), tmp_path)
+    assert [p.name for p in figures] == ["accuracy.png", "comparisons.png", "curves.png", "geometry.png"]
+    rows = finding_rows(text)
+    assert rows["LW-SupCRD instead of KD"][0] == "-0.90 ± 0.10" and rows["LW-SupCRD instead of KD"][-1] == "lower"
+    assert rows["the logit weighting (vs unweighted SupCRD)"][2:] == ["2 of 3", "no significant difference"]
+    assert rows["distillation at all: LW-SupCRD instead of the vanilla student"][-1] == "higher"
+    assert "Vanilla student: 80.00. Teacher: 90.00." in text
+    assert "**curves**" in text and "**geometry**" in text
+
+
+def test_one_seed_says_no_test_and_no_scores_say_so(tmp_path):
+    text, _ = overview(standard_results(seeds=(0,)), tmp_path)
+    assert finding_rows(text)["LW-SupCRD instead of KD"][-1] == "one seed: no test"
+    empty = standard_results()
+    for entry in empty["runs"].values():
+        entry["metrics"] = {}
+    text, figures = overview(empty, tmp_path / "none")
+    assert figures == [] and "No student has a score yet" in text
+
+
+@pytest.mark.parametrize("kind", ["original", "standard"])
+def test_stage_tables_average_over_seeds_and_fold_the_runs(kind, tmp_path):
+    from lwsupcrd.show import per_seed, stage_table
+
+    results = json.loads(EVIDENCE.read_text()) if kind == "original" else standard_results()
+    names = [n for n, e in results["runs"].items() if e["stage"] in ("baselines", "distillation")]
+    if kind == "original":
+        table = stage_table(results, names)
+        assert "(n=3)" in table and table.count("\n") == 1 + len({results["runs"][n]["base"] for n in names})
+    folded = per_seed(results, names, tmp_path, ("test_acc",))
+    assert folded.startswith("<details>") and f"{len(names)} runs" in folded
+    if kind == "original":  # every run's own figures are linked, none is drawn
+        assert folded.count("[t-SNE](") == len(names) and "![" not in folded
