@@ -281,7 +281,7 @@ def accuracy_figure(rows: list[tuple[str, dict[int, float]]], references: dict[s
     ax.invert_yaxis()
     ax.set_xlabel("accuracy (%): a grey dot per seed, blue mean ± sd")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)  # outside: no row hidden
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight",
                                                metadata={"Source": source}))
     return path

@@ -77,8 +77,8 @@ STANDARD_END = "<!-- standard:end -->"
 
 def standard_summary(results: dict, source: str) -> str:
     """The README's answer on the literature's protocol: the comparisons that change one thing,
-    paired by seed, with the teacher, the vanilla student and the time, from the results file."""
-    from .benchmark import COMPARISONS, ROWS, VANILLA, row_of, time_line
+    paired by seed, with the teacher, the vanilla student and the measured time, from the results file."""
+    from .benchmark import COMPARISONS, VANILLA, row_of
 
     by_method = {row_of(g.config): g for g in groups_of(results).values()}
     rows = []
@@ -88,16 +88,18 @@ def standard_summary(results: dict, source: str) -> str:
             mean, std = mean_std(list(diffs.values()))
             rows.append([what, f"{mean:+.2f} ± {std:.2f}", "–" if p is None else f"{p:.3f}",
                          f"{sum(d > 0 for d in diffs.values())} of {len(diffs)}"])
-    s = results["settings"]
-    seeds = sorted({e["config"]["seed"] for e in results["runs"].values()})
-    best = max((g for m, g in by_method.items() if m != "teacher"), key=lambda g: g.stats("test_acc")[0])
+    s, runs = results["settings"], list(results["runs"].values())
+    seeds = sorted({e["config"]["seed"] for e in runs})
     hardware = sorted({e.get("environment", {}).get("gpu") or f"CPU, {e.get('environment', {}).get('cpu_threads')} "
-                       f"threads" for e in results["runs"].values()})
-    head = (f"Preset `{s['preset']}` of `--protocol standard`: {s['dataset']}, {s['teacher_arch']} → "
-            f"{s['student_arch']}, students on {s['train_subset']} images per seed, seeds {seeds}, {'; '.join(hardware)}; "
-            f"top-1 of the student's own classifier at the last epoch; generated from `{source}`. Teacher "
-            f"{by_method['teacher'].fmt('test_acc')}, vanilla student {by_method[VANILLA].fmt('test_acc')}, "
-            f"best student {ROWS[row_of(best.config)]} {best.fmt('test_acc')}. {time_line(results)}")
+                       f"threads" for e in runs})
+    students = sorted(e["metrics"].get("train_seconds", 0.0) for e in runs if e["stage"] != "teacher")
+    total = sum(e["metrics"].get("train_seconds", 0.0) for e in runs)
+    teacher = sum(e["metrics"].get("train_seconds", 0.0) for e in runs if e["stage"] == "teacher")
+    head = (f"`--protocol standard --preset {s['preset']}`: {s['dataset']}, {s['teacher_arch']} → {s['student_arch']}, "
+            f"students on {s['train_subset']} images per seed, seeds {seeds}, {'; '.join(hardware)}; generated from "
+            f"`{source}`. Top-1, last epoch: teacher {by_method['teacher'].fmt('test_acc')}, vanilla student "
+            f"{by_method[VANILLA].fmt('test_acc')}. Measured: the teacher {teacher:.0f} s, a student's median "
+            f"{students[len(students) // 2]:.0f} s; all runs {total / 3600:.2f} h (contended runs included).")
     return "\n".join([STANDARD_BEGIN, head, "",
                       markdown_table(["What changes", "Δ top-1 (pp)", "paired t-test p", "Seeds ahead"], rows),
                       STANDARD_END])

@@ -95,10 +95,10 @@ def show_stage(study, stage: str) -> None:
     if not names:
         present(f"*No run of this stage in this configuration (protocol {study.cfg.protocol}).*", [])
         return
-    if study.standard:
-        from .benchmark import standard_table
+    if study.standard:  # each method's last and best epoch, mean ± sd (the full table is in the report)
+        from .benchmark import details
 
-        table = standard_table([{**study.results, "runs": {n: study.results["runs"][n] for n in names}}])
+        table = details({**study.results, "runs": {n: study.results["runs"][n] for n in names}})
         keys = ("test_acc", "best_test_acc")
     else:
         table = stage_table(study.results, names)

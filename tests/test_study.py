@@ -281,3 +281,10 @@ def test_stage_description_uses_the_configured_values():
     runs = [r for r in build_runs(dict(PRESETS["quick"], seed=0)) if r.stage == "lwsupcrd"]
     text = describe(runs)
     assert "resnet8, 4 epochs, adam lr 0.002" in text and "(5, 10, 0.07, logit)" in text
+
+
+def test_every_study_prints_its_time_estimate_before_anything_trains(smoke):
+    """On any device, not only for the paper preset on a CPU; the figure is labelled as computed."""
+    out = smoke["first"].stdout
+    assert "time estimate on cpu: about" in out and "computed from one timed training step, not measured" in out
+    assert out.index("time estimate on") < out.index("== teacher_")
