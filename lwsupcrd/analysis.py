@@ -90,12 +90,6 @@ def figure_paths(plots_dir: Path, name: str) -> dict[str, Path]:
             "weights": plots_dir / f"{name}_weights.png"}
 
 
-def _kept(study, run, entry: dict, cached: bool, figures: dict[str, Path]) -> bool:
-    """Whether a cached run's analysis and figures stand as they are (unless forced)."""
-    return (cached and "analysis" in entry and not study.cfg.force_analysis and not study.forced(run)
-            and all(p.exists() for p in figures.values()))
-
-
 def analyze_run(study, run, model: ModelWrapper, cached: bool) -> None:
     """A run's geometry metrics into its entry of `study.results`, and its figures (the standard
     protocol: its curves only); skipped for a cached run whose metrics and figures exist, unless forced."""
@@ -111,7 +105,8 @@ def analyze_run(study, run, model: ModelWrapper, cached: bool) -> None:
     standard = run.cfg.get("protocol") == "standard"
     if standard:  # geometry and curves only: the backbone's geometry, no t-SNE or hypersphere page
         figures = {k: p for k, p in figures.items() if k == "curves"}
-    if _kept(study, run, entry, cached, figures):
+    if (cached and "analysis" in entry and not study.cfg.force_analysis and not study.forced(run)
+            and all(p.exists() for p in figures.values())):
         return
     start = time.perf_counter()
     cfg = entry["config"]

@@ -32,6 +32,22 @@ def pair_of(results: dict) -> str:
     return f"{s['teacher_arch']}-{s['student_arch']}"
 
 
+def by_method(results: dict) -> dict[str, Group]:
+    """The results' groups by table row: the registry's method name, or "teacher"."""
+    return {row_of(g.config): g for g in groups_of(results).values()}
+
+
+def paired_comparisons(results: dict, key: str = "test_acc"):
+    """`(what changes, run, reference, per-seed differences, mean, sd, p)` of each comparison in
+    `methods.COMPARISONS` that both sides of have runs, paired by seed."""
+    groups = by_method(results)
+    for what, a, b in COMPARISONS:
+        if a in groups and b in groups:
+            diffs, p = paired(groups[a], groups[b], key)
+            if diffs:
+                yield (what, a, b, diffs, *mean_std(list(diffs.values())), p)
+
+
 def _ours(g: Group | None) -> str:
     return "–" if g is None else g.fmt("test_acc")
 
@@ -65,14 +81,13 @@ def standard_table(all_results: list[dict], conditions_of: bool = True) -> str:
         t, s = pair.split("-")
         cifar = dataset == "cifar100"  # the published numbers are CIFAR-100's: no column beside other data
         header += [f"{t} → {s}: ours"] + (["published"] if cifar else []) if cifar else [f"{t} → {s} ({dataset}): ours"]
-        by_method = {row_of(g.config): g for g in groups_of(results).values()}
-        columns.append((by_method, pair, cifar))
+        columns.append((by_method(results), pair, cifar))
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for method, row in ROWS.items():
         cells = [row]
-        for by_method, pair, cifar in columns:
+        for groups, pair, cifar in columns:
             theirs = published(method, pair)
-            cells += [_ours(by_method.get(method))] + (["–" if theirs is None else f"{theirs:.2f}"] if cifar else [])
+            cells += [_ours(groups.get(method))] + (["–" if theirs is None else f"{theirs:.2f}"] if cifar else [])
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"- {conditions(r)}" for r in all_results] if conditions_of else []
     sources = sorted({m.source for m in METHODS.values() if m.published})
@@ -95,16 +110,9 @@ def published_table() -> str:
 
 def comparisons(results: dict, key: str = "test_acc") -> str:
     """Paired by seed: mean ± sd of the differences, each seed's, the paired t-test's p, seeds ahead."""
-    by_method = {row_of(g.config): g for g in groups_of(results).values()}
-    rows = []
-    for what, a, b in COMPARISONS:
-        if a in by_method and b in by_method:
-            diffs, p = paired(by_method[a], by_method[b], key)
-            if diffs:
-                mean, std = mean_std(list(diffs.values()))
-                rows.append([what, f"{ROWS[a]} − {ROWS[b]}", f"{mean:+.2f} ± {std:.2f}",
-                             ", ".join(f"{d:+.2f}" for d in diffs.values()), "–" if p is None else
-                             f"{p:.3f}{'*' if p < 0.05 else ''}", f"{sum(d > 0 for d in diffs.values())} of {len(diffs)}"])
+    rows = [[what, f"{ROWS[a]} − {ROWS[b]}", f"{mean:+.2f} ± {std:.2f}", ", ".join(f"{d:+.2f}" for d in diffs.values()),
+             "–" if p is None else f"{p:.3f}{'*' if p < 0.05 else ''}", f"{sum(d > 0 for d in diffs.values())} of {len(diffs)}"]
+            for what, a, b, diffs, mean, std, p in paired_comparisons(results, key)]
     return markdown_table(["What changes", "Run − reference", "Δ top-1 (pp)", "Δ per seed", "p", "Ahead"], rows)
 
 
@@ -112,7 +120,7 @@ def details(results: dict) -> str:
     """Per method: last-epoch top-1 (the score), the best epoch's (labelled), and for the LW-SupCRD
     family the teacher's probability of the true class and its wrong share on the students' images."""
     rows = []
-    groups = {row_of(g.config): g for g in groups_of(results).values()}
+    groups = by_method(results)
     for method, label in ROWS.items():
         if method in groups:
             g = groups[method]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .groups import Group, groups_of, markdown_table, mean_std, paired
+from .groups import Group, markdown_table, mean_std, paired
 
 GUIDE = {
     "accuracy": "Each row a method, best first; grey dots are seeds, blue the mean ± sd. Read a gap between "
@@ -41,15 +41,14 @@ def _conditions(results: dict, score: str) -> str:
 def _rows(results: dict):
     """`(score key, score name, [(label, group)], references, comparisons, geometry space)` of a study."""
     if _standard(results):
-        from .benchmark import ROWS, VANILLA, row_of
+        from .benchmark import ROWS, VANILLA, by_method
         from .methods import COMPARISONS
 
-        by_method = {row_of(g.config): g for g in groups_of(results).values()}
-        students = [(ROWS[m], g) for m, g in by_method.items() if m != "teacher"]
-        refs = {name: by_method[m].stats("test_acc")[0] for name, m in (("vanilla student", VANILLA),
-                                                                         ("teacher", "teacher"))
-                if m in by_method and by_method[m].stats("test_acc")}
-        pairs = [(what, by_method[a], by_method[b]) for what, a, b in COMPARISONS if a in by_method and b in by_method]
+        groups = by_method(results)
+        students = [(ROWS[m], g) for m, g in groups.items() if m != "teacher"]
+        refs = {name: groups[m].stats("test_acc")[0] for name, m in (("vanilla student", VANILLA), ("teacher", "teacher"))
+                if m in groups and groups[m].stats("test_acc")}
+        pairs = [(what, groups[a], groups[b]) for what, a, b in COMPARISONS if a in groups and b in groups]
         return "test_acc", "top-1 of the student's own classifier, test split, last epoch", students, refs, pairs, \
             "features"
     from .report import Report, label

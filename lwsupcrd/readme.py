@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from .files import file_sha256, write_text
-from .groups import groups_of, markdown_table, mean_std, paired
+from .groups import markdown_table, mean_std, paired
 from .report import Report, build_report, label
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,16 +78,12 @@ STANDARD_END = "<!-- standard:end -->"
 def standard_summary(results: dict, source: str) -> str:
     """The README's answer on the literature's protocol: the comparisons that change one thing,
     paired by seed, with the teacher, the vanilla student and the measured time, from the results file."""
-    from .benchmark import COMPARISONS, VANILLA, row_of
+    from .benchmark import VANILLA, by_method, paired_comparisons
 
-    by_method = {row_of(g.config): g for g in groups_of(results).values()}
-    rows = []
-    for what, a, b in COMPARISONS:
-        if a in by_method and b in by_method:
-            diffs, p = paired(by_method[a], by_method[b], "test_acc")
-            mean, std = mean_std(list(diffs.values()))
-            rows.append([what, f"{mean:+.2f} ± {std:.2f}", "–" if p is None else f"{p:.3f}",
-                         f"{sum(d > 0 for d in diffs.values())} of {len(diffs)}"])
+    groups = by_method(results)
+    rows = [[what, f"{mean:+.2f} ± {std:.2f}", "–" if p is None else f"{p:.3f}",
+             f"{sum(d > 0 for d in diffs.values())} of {len(diffs)}"]
+            for what, _, _, diffs, mean, std, p in paired_comparisons(results)]
     s, runs = results["settings"], list(results["runs"].values())
     seeds = sorted({e["config"]["seed"] for e in runs})
     hardware = sorted({e.get("environment", {}).get("gpu") or f"CPU, {e.get('environment', {}).get('cpu_threads')} "
@@ -97,8 +93,8 @@ def standard_summary(results: dict, source: str) -> str:
     teacher = sum(e["metrics"].get("train_seconds", 0.0) for e in runs if e["stage"] == "teacher")
     head = (f"`--protocol standard --preset {s['preset']}`: {s['dataset']}, {s['teacher_arch']} → {s['student_arch']}, "
             f"students on {s['train_subset']} images per seed, seeds {seeds}, {'; '.join(hardware)}; generated from "
-            f"`{source}`. Top-1, last epoch: teacher {by_method['teacher'].fmt('test_acc')}, vanilla student "
-            f"{by_method[VANILLA].fmt('test_acc')}. Measured: the teacher {teacher:.0f} s, a student's median "
+            f"`{source}`. Top-1, last epoch: teacher {groups['teacher'].fmt('test_acc')}, vanilla student "
+            f"{groups[VANILLA].fmt('test_acc')}. Measured: the teacher {teacher:.0f} s, a student's median "
             f"{students[len(students) // 2]:.0f} s; all runs {total / 3600:.2f} h (contended runs included).")
     return "\n".join([STANDARD_BEGIN, head, "",
                       markdown_table(["What changes", "Δ top-1 (pp)", "paired t-test p", "Seeds ahead"], rows),
