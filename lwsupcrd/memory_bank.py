@@ -12,11 +12,12 @@ class MomentumMemoryBank(nn.Module):
 
     Slots start as random unit vectors drawn from the bank's own seeded generator, which also
     draws the samples; its state is part of `state_dict()`, so a resumed run samples the same
-    negatives.
+    negatives. With `num_classes`, each slot also keeps a moving average of its image's teacher
+    logits (zeros at first), as the original's later port does (`update_last_view`).
     """
 
     def __init__(self, size: int, dim: int, labels: torch.Tensor, momentum: float = 0.5, seed: int = 0,
-                 device: torch.device | str | None = None):
+                 device: torch.device | str | None = None, num_classes: int | None = None):
         super().__init__()
         if size < 1 or dim < 1:
             raise ValueError(f"bank size and dim must be >= 1, got size={size}, dim={dim}")
@@ -32,6 +33,8 @@ class MomentumMemoryBank(nn.Module):
         keys = torch.randn(size, dim, generator=self.generator, device=device)
         self.register_buffer("keys", F.normalize(keys, dim=1))  # (size, dim)
         self.register_buffer("labels", labels.to(device=device, dtype=torch.long))  # (size,)
+        if num_classes is not None:
+            self.register_buffer("logits", torch.zeros(size, num_classes, device=device))  # (size, C)
 
     @property
     def size(self) -> int:
@@ -60,6 +63,25 @@ class MomentumMemoryBank(nn.Module):
         self.keys.index_copy_(0, indices, F.normalize(new, dim=1))
 
     @torch.no_grad()
+    def update_last_view(self, indices: torch.Tensor, keys: torch.Tensor, logits: torch.Tensor) -> None:
+        """The port's write: `keys` and teacher `logits` of every view of the images `indices` (b,), all
+        first views then all second views. The port writes each view to the image's slot from the same
+        old value, so the last view's write is what stays: `bank[i] <- normalize(m * bank[i] + (1 - m)
+        * normalize(key))` and `logits[i] <- m * logits[i] + (1 - m) * logit`, for the last view."""
+        if not hasattr(self, "logits"):
+            raise ValueError("this bank keeps no logits (made without num_classes)")
+        b = indices.shape[0]
+        if keys.shape[0] % max(b, 1) or logits.shape[0] != keys.shape[0]:
+            raise ValueError(f"keys and logits must hold whole views of {b} images, got {tuple(keys.shape)} "
+                             f"and {tuple(logits.shape)}")
+        indices = indices.to(self.keys.device)
+        key = F.normalize(keys[-b:].detach().to(self.keys.dtype), dim=1)
+        new = self.momentum * self.keys.index_select(0, indices) + (1 - self.momentum) * key
+        self.keys.index_copy_(0, indices, F.normalize(new, dim=1))
+        old = self.logits.index_select(0, indices)
+        self.logits.index_copy_(0, indices, self.momentum * old + (1 - self.momentum) * logits[-b:].detach().to(old.dtype))
+
+    @torch.no_grad()
     def fill(self, keys: torch.Tensor) -> None:
         """Set every slot at once (keys (size, dim), normalised here): a bank that starts from the
         teacher's keys instead of random unit vectors."""
@@ -69,7 +91,8 @@ class MomentumMemoryBank(nn.Module):
 
     @torch.no_grad()
     def sample(self, k: int):
-        """k distinct slots, uniformly from the whole bank: `(keys (k, dim), labels (k,), indices (k,))`."""
+        """k distinct slots, uniformly from the whole bank: `(keys (k, dim), labels (k,), indices (k,))`
+        (their stored logits: `self.logits[indices]`)."""
         if not 0 < k <= self.size:
             raise ValueError(f"cannot sample k={k} slots from a bank of {self.size}")
         indices = torch.randperm(self.size, generator=self.generator, device=self.keys.device)[:k]
