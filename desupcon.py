@@ -174,9 +174,10 @@ show_stage(study, "teacher")
 
 # %% [markdown]
 # ### 2. The teacher's projection head (original protocol)
-# The backbone is frozen; a unit-norm projection head (`proj_head`: linear, the original's cosine
-# projection, or an MLP) is trained with SupCon on two views. Its keys are what the students are distilled
-# against, and its geometry is the teacher row's in every table.
+# The backbone is frozen; a unit-norm projection head (`proj_head`: the original's MLP, a linear head
+# or SupContrast's MLP) is pre-trained on it (`head_pretraining`: the original's cosine-prototype
+# classifier, or SupCon on two views). Its keys are what the students are distilled against, and its
+# geometry is the teacher row's in every table.
 
 # %%
 show_stage(study, "projection")

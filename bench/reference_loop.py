@@ -18,7 +18,7 @@ from lwsupcrd.data import DatasetInfo, Split
 from lwsupcrd.losses import crd_loss, lw_supcrd_loss, supcon_loss
 from lwsupcrd.memory_bank import MomentumMemoryBank
 from lwsupcrd.models import ModelWrapper
-from lwsupcrd.train import build_optimizer, build_scheduler, trainable_parameters
+from lwsupcrd.optimizers import build_optimizer, build_scheduler, trainable_parameters
 
 
 class _Views(torch.utils.data.Dataset):

@@ -142,16 +142,16 @@ def study_figures(results: dict, plots_dir: Path) -> list[Path]:
     series = {}
     for key, mode in (("alpha", "weight"), ("alpha", "logit"), ("beta", "weight"), ("temperature", "weight")):
         fixed = {k: v for k, v in centre.items() if k != key}
-        pts = sorted((g.config[key], g.stats("probe_test_acc")[0]) for g in r.scored(
+        pts = sorted((g.config[key], g.stats(r.key)[0]) for g in r.scored(
             lambda g: g.stage == "lwsupcrd" and g.config.get("alpha_mode", "weight") == mode
             and all(g.config[k] == v for k, v in fixed.items())))
         if len(pts) >= 2:
             series[f"{key} ({mode})" if key == "alpha" else key] = pts
     if series:
         written.append(plots.sweep_figure(series, plots_dir / "sweeps_accuracy.png"))
-    pairs = [(label(g).replace(" (wd 1e-4, cosine)", ""), r.control_of(g).stats("probe_test_acc")[0],
-              g.stats("probe_test_acc")[0]) for g in r.scored(lambda g: g.config.get("bank_negatives") is not None)
-             if r.control_of(g) is not None and r.control_of(g).stats("probe_test_acc") is not None]
+    pairs = [(label(g).replace(" (wd 1e-4, cosine)", ""), r.control_of(g).stats(r.key)[0],
+              g.stats(r.key)[0]) for g in r.scored(lambda g: g.config.get("bank_negatives") is not None)
+             if r.control_of(g) is not None and r.control_of(g).stats(r.key) is not None]
     if pairs:
         written.append(plots.bank_figure(pairs, plots_dir / "bank_ablation.png"))
     points = []

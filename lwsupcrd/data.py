@@ -263,9 +263,9 @@ def crop_flip_params(n: int, generator: torch.Generator, device: torch.device | 
     return off_y, off_x, flip
 
 
-def crop_flip(images: torch.Tensor, params, info: DatasetInfo, pad: int = 4) -> torch.Tensor:
-    """Apply crop-with-zero-padding and flip parameters to a uint8 batch, all images at once;
-    returns normalised float32 (N, C, H, W).
+def crop_flip(images: torch.Tensor, params, info: DatasetInfo, pad: int = 4, jitter=None) -> torch.Tensor:
+    """Apply crop-with-zero-padding and flip parameters to a uint8 batch, all images at once, then
+    the colour jitter `jitter` (`color_jitter_params`) if given; returns normalised float32 (N, C, H, W).
 
     Zero padding is applied to the raw image (as torchvision's RandomCrop(padding=4) before
     Normalize), so padded pixels are black after normalisation too."""
@@ -277,8 +277,47 @@ def crop_flip(images: torch.Tensor, params, info: DatasetInfo, pad: int = 4) -> 
     cols = torch.arange(w, device=device).expand(n, w)
     cols = torch.where(flip[:, None], cols.flip(1), cols) + off_x[:, None]  # (N, W)
     batch = torch.arange(n, device=device)[:, None, None]
-    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
-    return normalize(out.permute(0, 3, 1, 2), info)
+    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # (N, C, H, W)
+    if jitter is None:
+        return normalize(out, info)
+    mean = torch.tensor(info.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(info.std, device=device).view(1, -1, 1, 1)
+    return (color_jitter(out.float() / 255, jitter) - mean) / std
+
+
+GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
+
+
+def color_jitter_params(n: int, strength: float, generator: torch.Generator, device: torch.device | str):
+    """torchvision's ColorJitter(brightness=s, contrast=s, saturation=s) drawn for n images: a factor
+    in [max(0, 1 - s), 1 + s] for each, and each image's random order of the three (n, 3)."""
+    low, high = max(0.0, 1 - strength), 1 + strength
+    factors = low + (high - low) * torch.rand(n, 3, generator=generator, device=device)
+    order = torch.rand(n, 3, generator=generator, device=device).argsort(dim=1)
+    return factors, order
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    if x.shape[1] == 1:
+        return x
+    w = torch.tensor(GRAY_WEIGHTS, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True)
+
+
+def color_jitter(x: torch.Tensor, params) -> torch.Tensor:
+    """Brightness, contrast and saturation in each image's own order, as torchvision applies them to
+    images in [0, 1]: brightness x b; contrast (x - mean gray) c + mean gray; saturation (x - gray) s
+    + gray (nothing on one channel); each clamped to [0, 1]. torchvision works on the uint8 PIL
+    image and rounds after each; this keeps floats."""
+    factors, order = params
+    for k in range(3):
+        f = factors.gather(1, order[:, k:k + 1]).view(-1, 1, 1, 1)
+        op = order[:, k].view(-1, 1, 1, 1)
+        brightness = x * f
+        contrast = (x - _gray(x).mean(dim=(1, 2, 3), keepdim=True)) * f + _gray(x).mean(dim=(1, 2, 3), keepdim=True)
+        saturation = (x - _gray(x)) * f + _gray(x) if x.shape[1] > 1 else x
+        x = torch.where(op == 0, brightness, torch.where(op == 1, contrast, saturation)).clamp(0, 1)
+    return x
 
 
 def augment(images: torch.Tensor, info: DatasetInfo, generator: torch.Generator, pad: int = 4) -> torch.Tensor:

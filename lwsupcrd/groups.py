@@ -53,6 +53,16 @@ class Group:
         return f"{mean:.{digits}f}" if n == 1 else f"{mean:.{digits}f} ± {std:.{digits}f} (n={n})"
 
 
+def headline(settings: dict) -> tuple[str, str]:
+    """The original protocol's headline accuracy and how it was read: the original's online classifier
+    (`accuracy` "online") or the linear probe on the frozen backbone (ours; every results file before
+    the setting existed)."""
+    if settings.get("accuracy") == "online":
+        return "head_test_acc", ("the online linear classifier trained beside each student and read after its "
+                                 "last epoch (the teacher and the undistilled student: their own head), test split")
+    return "probe_test_acc", "linear probe on the frozen backbone, test split"
+
+
 def paired(group: Group, ref: Group, key: str = "probe_test_acc") -> tuple[dict[int, float], float | None]:
     """The per-seed differences group - ref on their shared seeds, and a paired t-test's p (None below 2 seeds)."""
     a, b = group.by_seed(key), ref.by_seed(key)

@@ -96,13 +96,13 @@ def _build_memories(cfg, student, teacher, train):
 
 def _infonce(ctx, batch, out):
     t = ctx.teacher.project(out.teacher_pooled.clone())
-    return contrast(ctx, out.embedding, t, torch.softmax(out.teacher_logits, 1), batch, "crd",
+    return contrast(ctx, out.embedding, t, out.teacher_logits, batch, "crd",
                     class_aware=ctx.cfg.get("class_aware", False))
 
 
 def _lwsupcrd(ctx, batch, out):
     t = ctx.teacher.project(out.teacher_pooled.clone())
-    return contrast(ctx, out.embedding, t, torch.softmax(out.teacher_logits, 1), batch, "lw_supcrd")
+    return contrast(ctx, out.embedding, t, out.teacher_logits, batch, "lw_supcrd")
 
 
 def _dkd(ctx, batch, out):
@@ -239,7 +239,11 @@ def trains_teacher_head(cfg: dict) -> bool:
 
 
 def build_extras(cfg: dict, student, teacher, train) -> nn.Module | None:
-    """The method's extra modules and state for this run, or None."""
+    """The method's extra modules and state for this run, or None: the original's class prototypes
+    for its head pre-training (bias-free, as its `Linear(64, classes, bias=False)`), or a standard
+    method's term's."""
+    if cfg["method"] == "projection" and cfg.get("head_pretraining") == "cosine_prototype":
+        return nn.Linear(student.projection[-1].out_features, cfg["num_classes"], bias=False)
     method = METHODS.get(cfg.get("recipe"))
     term = TERMS[method.term] if method is not None and method.term else None
     return term.build(cfg, student, teacher, train) if term is not None and term.build else None

@@ -208,8 +208,10 @@ def create_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module
     return MODEL_REGISTRY[name](num_classes, in_channels)
 
 
-# the projection head's form: "linear" is the original's cosine projection (features -> proj_dim,
-# then L2 norm); "mlp" is SupContrast's (features -> features -> ReLU -> proj_dim, then L2 norm)
+# the projection head's form: "linear" (features -> proj_dim, then L2 norm); "mlp" (features -> each
+# width of `proj_hidden` with a ReLU after it -> proj_dim, then L2 norm; SupContrast's single hidden
+# layer of the feature width when `proj_hidden` is not given). The original work's heads are MLPs:
+# the student's features -> 128 -> 64, the teacher's -> 512 -> 128 -> 64 (`protocol.head_config`).
 PROJECTION_HEADS = ("linear", "mlp")
 
 
@@ -220,7 +222,7 @@ class ModelWrapper(nn.Module):
     the unit-norm projections (N, proj_dim) and the class logits (N, num_classes).
     """
 
-    def __init__(self, arch: str, num_classes: int, proj_dim: int = 64, proj_hidden: int | None = None,
+    def __init__(self, arch: str, num_classes: int, proj_dim: int = 64, proj_hidden=None,
                  in_channels: int = 3, proj_head: str = "mlp"):
         super().__init__()
         if proj_head not in PROJECTION_HEADS:
@@ -231,15 +233,17 @@ class ModelWrapper(nn.Module):
         if proj_head == "linear":
             self.projection = nn.Sequential(nn.Linear(self.feature_dim, proj_dim))
         else:
-            hidden = proj_hidden or self.feature_dim
-            self.projection = nn.Sequential(nn.Linear(self.feature_dim, hidden), nn.ReLU(inplace=True),
-                                            nn.Linear(hidden, proj_dim))
+            widths = [self.feature_dim, *(proj_hidden or [self.feature_dim])]
+            layers = []
+            for a, b in zip(widths, widths[1:]):
+                layers += [nn.Linear(a, b), nn.ReLU(inplace=True)]
+            self.projection = nn.Sequential(*layers, nn.Linear(widths[-1], proj_dim))
 
     @classmethod
     def from_config(cls, cfg: dict) -> "ModelWrapper":
         """The network a run's config describes: its arch, classes, projection head, input channels.
         A config without `proj_head` predates the key and had the MLP head."""
-        return cls(cfg["arch"], cfg["num_classes"], proj_dim=cfg.get("proj_dim", 64),
+        return cls(cfg["arch"], cfg["num_classes"], proj_dim=cfg.get("proj_dim", 64), proj_hidden=cfg.get("proj_hidden"),
                    in_channels=cfg.get("in_channels", 3), proj_head=cfg.get("proj_head", "mlp"))
 
     @property

@@ -17,6 +17,7 @@ import torch
 
 from .data import DATASETS, dataset_info
 from .files import file_sha256
+from .published import hub_path
 from .machine import cpp_compiler, resolve_device
 from .models import MODEL_REGISTRY, PROJECTION_HEADS
 from .protocol import PRESETS, STAGES, STANDARD_PRESETS, STANDARD_STAGES, SWEEP_CENTRE, Run, build_study_runs
@@ -41,8 +42,10 @@ class StudyConfig:
                          choices=sorted(set(PRESETS) | set(STANDARD_PRESETS)))
     pair: str | None = option(None, "TEACHER-STUDENT architectures, e.g. resnet32x4-resnet8x4 (default: the "
                               "preset's)", metavar="T-S")
-    teacher_checkpoint: str | None = option(None, "standard protocol: read the teacher from this file (a "
-                                            "RepDistiller checkpoint or one of ours) instead of training it",
+    teacher_checkpoint: str | None = option(None, "read the teacher from this file instead of training it: a "
+                                            "RepDistiller checkpoint, the detectors/timm CIFAR-100 ResNet-50 the "
+                                            "original work uses, or one of ours; hub:NAME downloads a hub teacher "
+                                            "once (hub:edadaltocg/resnet50_cifar100, the original's)",
                                             metavar="PATH")
     dataset: str | None = option(None, "default: the preset's", choices=sorted(DATASETS))
     data_dir: str = option("data", "where the dataset lives (or is downloaded to)")
@@ -106,7 +109,8 @@ class StudyConfig:
         if self.pair:
             s["teacher_arch"], _, s["student_arch"] = self.pair.partition("-")
         if self.teacher_checkpoint:
-            path = Path(self.teacher_checkpoint).resolve()
+            hub = self.teacher_checkpoint.startswith("hub:")
+            path = hub_path(self.teacher_checkpoint[4:], self.out_dir) if hub else Path(self.teacher_checkpoint).resolve()
             s["teacher_checkpoint"] = {"path": str(path), "sha256": file_sha256(path) if path.is_file() else None}
         for key in ("dataset", "teacher_arch", "student_arch", "batch_size"):
             if getattr(self, key) is not None:
@@ -121,6 +125,9 @@ class StudyConfig:
         return json.loads(json.dumps(s))
 
 
+NULLABLE = ("teacher_head_lr_scale",)  # settings whose `none` means "ours" (see RULES)
+
+
 def parse_override(preset: str, text: str, protocol: str = "lwsupcrd") -> tuple[str, object]:
     """`KEY=VALUE` against the preset's value of KEY: same type (a list for a sweep, `none` for an
     optional number); anything else is one ValueError naming the key and what it takes."""
@@ -132,6 +139,8 @@ def parse_override(preset: str, text: str, protocol: str = "lwsupcrd") -> tuple[
         raise ValueError(f"--set {text!r}: expected KEY=VALUE with KEY one of {choices}")
     default = defaults[key]
     try:
+        if key in NULLABLE and raw.lower() == "none":
+            return key, None
         if isinstance(default, bool):
             if raw.lower() not in ("true", "false", "1", "0"):
                 raise ValueError
@@ -216,7 +225,7 @@ _SEED = (lambda v: SEED_RANGE[0] <= v <= SEED_RANGE[1], f"an integer in [{SEED_R
 RULES = {
     "protocol": _one_of(sorted(PROTOCOLS)), "preset": (lambda v: True, "a preset"),
     "dataset": _one_of(sorted(DATASETS)), "teacher_arch": _one_of(sorted(MODEL_REGISTRY)),
-    "student_arch": _one_of(sorted(MODEL_REGISTRY)), "proj_head": _one_of(PROJECTION_HEADS),
+    "student_arch": _one_of(sorted(MODEL_REGISTRY)), "proj_head": _one_of(("original", *PROJECTION_HEADS)),
     "train_subset": _at_least(2, optional=True), "teacher_train_subset": _at_least(2, optional=True),
     "teacher_epochs": _at_least(1), "projection_epochs": _at_least(1), "student_epochs": _at_least(1),
     "probe_epochs": _at_least(1), "batch_size": _at_least(2), "student_batch_size": _at_least(2, optional=True),
@@ -239,6 +248,13 @@ RULES = {
     "shared_teacher": _one_of((True, False)), "score_every_epoch": _one_of((True, False)),
     "seed": _SEED, "seeds": (lambda v: all(_SEED[0](x) for x in v), f"seeds, each {_SEED[1]}"),
     "sweep_centre": (lambda v: True, "the protocol's"),
+    # the original's choices and ours (protocol.ORIGINAL)
+    "accuracy": _one_of(("online", "probe")), "online_lr": _POSITIVE,
+    "head_pretraining": _one_of(("cosine_prototype", "supcon")), "teacher_bn_drift": _one_of((True, False)),
+    "teacher_head_lr_scale": (lambda v: v is None or v > 0, "a number > 0, or none (the student's optimiser)"),
+    "color_jitter": (lambda v: 0 <= v < 1, "a number in [0, 1)"), "lw_form": _one_of(("anchor", "per_positive")),
+    "own_key": _one_of((True, False)), "crd_form": _one_of(("instance", "ours")),
+    "undistilled_views": _one_of((1, 2)), "bank_form": _one_of(("port", "ours")),
 }
 
 
@@ -296,7 +312,7 @@ def validate(cfg: StudyConfig) -> list[Run]:
             raise ValueError(f"{r.name}: alpha must be > 0, got {c['alpha']}")
         if "beta" in c and not c["beta"] >= 0:
             raise ValueError(f"{r.name}: beta must be >= 0, got {c['beta']}")
-        if not c["lr"] > 0:
+        if "lr" in c and not c["lr"] > 0:
             raise ValueError(f"{r.name}: learning rate must be > 0, got {c['lr']}")
     names = [r.name for r in runs] + [r.base for r in runs]
     for name in cfg.only or []:
@@ -324,9 +340,15 @@ def _check_teacher_file(cfg: StudyConfig, s: dict) -> None:
     from .checkpoint import CheckpointError
     from .published import load_teacher_file
 
-    if cfg.protocol != "standard":
-        raise ValueError("--teacher-checkpoint belongs to the standard protocol (add --protocol standard)")
     path = s["teacher_checkpoint"]["path"]
+    if s["teacher_checkpoint"]["sha256"] is None and cfg.teacher_checkpoint.startswith("hub:"):
+        from .published import fetch_hub_teacher
+
+        try:
+            fetch_hub_teacher(cfg.teacher_checkpoint[4:], cfg.out_dir)
+        except OSError as err:
+            raise ValueError(str(err)) from None
+        s["teacher_checkpoint"] = cfg.settings()["teacher_checkpoint"]
     if s["teacher_checkpoint"]["sha256"] is None:
         raise ValueError(f"--teacher-checkpoint {path}: no such file")
     try:

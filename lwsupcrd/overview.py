@@ -61,10 +61,9 @@ def _rows(results: dict):
     floors = results.get("floors", {})
     if floors:
         refs["random-init student floor"] = mean_std([f["random_student"] for f in floors.values()])[0]
-    if r.teacher and r.teacher.stats("probe_test_acc"):
-        refs["teacher"] = r.teacher.stats("probe_test_acc")[0]
-    return "probe_test_acc", "linear probe on the frozen backbone, test split", [(label(g), g) for g in scored], \
-        refs, r.questions(), "projection"
+    if r.teacher and r.teacher.stats(r.key):
+        refs["teacher"] = r.teacher.stats(r.key)[0]
+    return r.key, r.measure, [(label(g), g) for g in scored], refs, r.questions(), "projection"
 
 
 def _curves(students: list[tuple[str, Group]], standard: bool) -> dict[str, dict[str, list[list[float]]]]:

@@ -202,18 +202,14 @@ def weights_figure(log: dict, path: Path) -> None:
     _save(fig, path)
 
 
-def _acc(entry: dict) -> float | None:
-    return entry.get("metrics", {}).get("probe_test_acc")
-
-
 def sweep_figure(series: dict[str, list[tuple[float, float]]], path: Path) -> Path:
-    """Probe accuracy against each swept value; `series` maps a label ("alpha (weight)") to points."""
+    """Test accuracy against each swept value; `series` maps a label ("alpha (weight)") to points."""
     fig = Figure(figsize=(4.5 * len(series), 3.6), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(series)))
     for ax, (label, pts) in zip(axes, series.items()):
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o")
         ax.set_xlabel(label)
-        ax.set_ylabel("linear-probe test accuracy (%)")
+        ax.set_ylabel("test accuracy (%)")
     fig.suptitle("LW-SupCRD sweeps (the other values at the sweeps' centre)")
     _save(fig, path)
     return path

@@ -68,7 +68,8 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
 
 def score(model: ModelWrapper, cfg: dict, train: Split, test: Split, info: DatasetInfo) -> dict:
     """A trained run's scores: the standard protocol's top-1 of the model's own classifier (float32,
-    last epoch); otherwise the linear probe on the frozen backbone (and a CE run's own head)."""
+    last epoch); otherwise the linear probe on the frozen backbone, and the run's own head where it
+    has a trained one (a CE run's, or the original's online classifier: `head_test_acc`)."""
     cl = bool(cfg.get("channels_last"))
     if cfg.get("protocol") == "standard":
         logits = embed(model, test.images, info, channels_last=cl, amp=False)[2]
@@ -80,7 +81,7 @@ def score(model: ModelWrapper, cfg: dict, train: Split, test: Split, info: Datas
     metrics = linear_probe(train_f, train.labels, test_f, test.labels, info.num_classes,
                            epochs=cfg["probe_epochs"], seed=cfg["seed"])
     metrics["embed_seconds"], metrics["probe_seconds"] = embedded - start, time.perf_counter() - embedded
-    if cfg["method"] in ("ce", "undistilled"):
+    if cfg["method"] in ("ce", "undistilled", "published") or cfg.get("online_classifier"):  # read with its own head
         metrics["head_test_acc"] = float((test_logits.argmax(1) == test.labels).float().mean()) * 100
     return metrics
 

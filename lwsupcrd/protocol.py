@@ -16,37 +16,55 @@ STAGES = ("teacher", "projection", "baselines", "lwsupcrd", "bank_ablation")
 ABLATION_SCHEDULE = dict(weight_decay=1e-4, schedule="cosine")  # the original's memory-bank ablation
 
 _PAPER_GRID = dict(alpha_sweep=(1.0, 2.0, 5.0, 10.0), beta_sweep=(1.0, 5.0, 10.0, 12.0), tau_sweep=(0.05, 0.07),
-                   alpha_modes=("weight", "logit"))
+                   alpha_modes=("weight",))
+# The original work as its code runs it (reducereX/ATML_Proj; docs/method.md has each choice, where it
+# was read, and ours). Each is a setting: `--set lw_form=per_positive` and the like switch one back.
+ORIGINAL = dict(
+    accuracy="online",  # its online linear classifier, read after the last epoch (ours: "probe", beside it always)
+    online_lr=1e-3,  # that classifier's own Adam
+    proj_head="original",  # MLP heads: student F->128->64, teacher F->512->128->64 (ours: "linear")
+    head_pretraining="cosine_prototype",  # the teacher head's pre-training (ours: "supcon")
+    teacher_bn_drift=True,  # the teacher stays in train mode during that pre-training (a quirk)
+    teacher_head_lr_scale=0.1,  # the teacher head's own Adam at lr/10 (ours: None, in the student's optimiser)
+    color_jitter=0.2,  # ColorJitter(0.2, 0.2, 0.2) on both views (ours: 0)
+    lw_form="anchor",  # one term per anchor (ours: "per_positive")
+    own_key=True,  # the anchor's own teacher key among its positives (the 12-22 notebook; the port: False)
+    crd_form="instance",  # its baseline CRD (ours: "ours", our InfoNCE form)
+    undistilled_views=1,  # the undistilled student trains on one view (ours: 2)
+    bank_form="port",  # the bank as the later port runs it (ours: "ours")
+)
+# the head widths of the original's MLP heads, by role
+ORIGINAL_HEADS = {"teacher": [512, 128], "student": [128]}
 # Each preset is a complete set of defaults; flags and `--set key=value` override single keys.
 PRESETS: dict[str, dict] = {
     # the original protocol: CIFAR-100, ResNet-50 -> ResNet-18
     "paper": dict(dataset="cifar100", teacher_arch="resnet50", student_arch="resnet18", train_subset=None,
                   teacher_epochs=200, teacher_lr=0.1, projection_epochs=10, student_epochs=50, batch_size=128,
                   student_batch_size=None, student_lr=1e-3, student_weight_decay=0.0, student_schedule="constant",
-                  proj_head="linear", bank_negatives=4096, bank_init_pair=True, probe_epochs=30, bank_ablation=True, seed=42,
-                  seeds=None, **_PAPER_GRID),
+                  bank_negatives=4096, bank_init_pair=True, probe_epochs=30, bank_ablation=True, seed=42,
+                  seeds=None, shared_teacher=False, **_PAPER_GRID, **ORIGINAL),
     # CPU-sized: small CIFAR ResNets, a class-balanced subset, few epochs, the main comparison only
     "quick": dict(dataset="cifar100", teacher_arch="resnet20", student_arch="resnet8", train_subset=12_000,
                   teacher_epochs=12, teacher_lr=0.1, projection_epochs=2, student_epochs=4, batch_size=128,
                   student_batch_size=None, student_lr=2e-3, student_weight_decay=0.0, student_schedule="constant",
-                  proj_head="linear", bank_negatives=4096, bank_init_pair=True, probe_epochs=15, bank_ablation=False, seed=0,
-                  seeds=None, alpha_sweep=(1.0, 5.0), beta_sweep=(), tau_sweep=(), alpha_modes=("weight", "logit")),
+                  bank_negatives=4096, bank_init_pair=True, probe_epochs=15, bank_ablation=False, seed=0,
+                  seeds=None, shared_teacher=False, alpha_sweep=(1.0, 5.0), beta_sweep=(), tau_sweep=(), alpha_modes=("weight",), **ORIGINAL),
     # real images on 2 CPU cores: every comparison the evidence needs, three seeds, students that
     # clear the raw-pixel floor; every student shares the bank ablation's schedule, so the bank
     # run's matched control is the main LW-SupCRD run. The teacher trains on the whole training
     # split (a resnet20 on 10k images stays near 90.7%); the students and their probes on 10k.
     "evidence": dict(dataset="fashion-mnist", teacher_arch="resnet20", student_arch="resnet8", train_subset=10_000,
                      teacher_train_subset=None, teacher_epochs=5, teacher_lr=0.1, projection_epochs=2, student_epochs=8, batch_size=128,
-                     student_batch_size=64, student_lr=5e-3, student_weight_decay=1e-4, student_schedule="cosine", proj_head="linear",
+                     student_batch_size=64, student_lr=5e-3, student_weight_decay=1e-4, student_schedule="cosine",
                      bank_negatives=4096, bank_init_pair=False, probe_epochs=15, bank_ablation=False, seed=0,
-                     seeds=(0, 1, 2), alpha_sweep=(1.0,), beta_sweep=(), tau_sweep=(),
-                     alpha_modes=("weight", "logit")),
+                     seeds=(0, 1, 2, 3, 4), shared_teacher=True, alpha_sweep=(1.0,), beta_sweep=(), tau_sweep=(),
+                     alpha_modes=("weight",), **ORIGINAL),
     # seconds: every run of the protocol on a tiny budget, for tests
     "smoke": dict(dataset="cifar100", teacher_arch="resnet8", student_arch="resnet8", train_subset=1000,
                   teacher_epochs=1, teacher_lr=0.05, projection_epochs=1, student_epochs=1, batch_size=32,
                   student_batch_size=None, student_lr=1e-3, student_weight_decay=0.0, student_schedule="constant",
-                  proj_head="linear", bank_negatives=64, bank_init_pair=True, probe_epochs=2, bank_ablation=True, seed=0, seeds=None,
-                  **_PAPER_GRID),
+                  bank_negatives=64, bank_init_pair=True, probe_epochs=2, bank_ablation=True, seed=0, seeds=None,
+                  shared_teacher=False, **_PAPER_GRID, **ORIGINAL),
 }
 
 
@@ -74,8 +92,19 @@ def fmt(x: float) -> str:
 
 
 def _lw(student: dict, alpha: float, beta: float, tau: float, alpha_mode: str = "weight", **extra) -> dict:
-    return dict(student, method="lwsupcrd", alpha=alpha, beta=beta, temperature=tau, adaptive_beta=True,
-                alpha_mode=alpha_mode, logit_weighting=True, **extra)
+    """An LW-SupCRD run's config; the "logit" reading of alpha exists in the per-positive form only."""
+    cfg = dict(student, method="lwsupcrd", alpha=alpha, beta=beta, temperature=tau, adaptive_beta=True,
+               alpha_mode=alpha_mode, logit_weighting=True, **extra)
+    if alpha_mode == "logit":
+        cfg["lw_form"] = "per_positive"
+    return cfg
+
+
+def head_config(head: str, role: str) -> dict:
+    """A run's projection-head keys for the preset's `proj_head` ("original", "linear" or "mlp")."""
+    if head == "original":
+        return dict(proj_head="mlp", proj_hidden=ORIGINAL_HEADS[role])
+    return dict(proj_head=head)
 
 
 def _sweep_grid(settings: dict) -> list[tuple[float, float, float, str]]:
@@ -89,42 +118,67 @@ def _sweep_grid(settings: dict) -> list[tuple[float, float, float, str]]:
     return list(dict.fromkeys(grid))
 
 
+def _teacher_runs(settings: dict, common: dict) -> list[Run]:
+    """The teacher (trained, or read from `teacher_checkpoint` with its own head) and its projection
+    head's pre-training, on the teacher's training split."""
+    d, t = settings["dataset"], settings["teacher_arch"]
+    head = head_config(settings["proj_head"], "teacher")
+    checkpoint = settings.get("teacher_checkpoint")
+    if checkpoint:  # a published teacher (the original's: detectors' resnet50_cifar100)
+        teacher = Run(f"teacher_{t}_{d}_published", "teacher", dict(
+            common, **head, method="published", arch=t, epochs=0, checkpoint=checkpoint["path"],
+            checkpoint_sha256=checkpoint["sha256"]))
+    else:
+        teacher = Run(f"teacher_{t}_{d}", "teacher", dict(
+            common, **head, method="ce", arch=t, epochs=settings["teacher_epochs"], optimizer="sgd",
+            lr=settings["teacher_lr"], momentum=0.9, weight_decay=5e-4, schedule="cosine",
+            train_subset=settings.get("teacher_train_subset", settings["train_subset"])))
+    cosine = settings["head_pretraining"] == "cosine_prototype"
+    projection = Run(f"{teacher.name}_with_projection", "projection", dict(
+        common, **head, method="projection", arch=t, train_subset=settings.get("teacher_train_subset",
+                                                                               settings["train_subset"]),
+        epochs=settings["projection_epochs"], optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="constant",
+        temperature=SWEEP_CENTRE["temperature"], head_pretraining=settings["head_pretraining"],
+        views=1 if cosine else 2, teacher_bn_drift=settings["teacher_bn_drift"],
+        color_jitter=settings["color_jitter"]), (teacher.name,))
+    return [teacher, projection]
+
+
 def build_runs(settings: dict) -> list[Run]:
     """Every run of the protocol for these settings, each after the runs it needs."""
-    d, t, s = settings["dataset"], settings["teacher_arch"], settings["student_arch"]
+    d, s = settings["dataset"], settings["student_arch"]
     info = DATASETS[d]
     common = dict(dataset=d, num_classes=info.num_classes, in_channels=info.channels,
                   train_subset=settings["train_subset"], batch_size=settings["batch_size"],
-                  seed=settings["seed"], proj_dim=64, proj_head=settings["proj_head"],
-                  probe_epochs=settings["probe_epochs"])
-    teacher_name = f"teacher_{t}_{d}"
-    proj = f"{teacher_name}_with_projection"
+                  seed=settings["seed"], proj_dim=64, probe_epochs=settings["probe_epochs"])
+    runs = _teacher_runs(settings, common)
+    proj = runs[-1].name
     c = SWEEP_CENTRE
-    runs = [
-        Run(teacher_name, "teacher", dict(common, method="ce", arch=t, epochs=settings["teacher_epochs"],
-                                          optimizer="sgd", lr=settings["teacher_lr"], momentum=0.9,
-                                          weight_decay=5e-4, schedule="cosine",
-                                          train_subset=settings.get("teacher_train_subset", settings["train_subset"]))),
-        Run(proj, "projection", dict(common, method="projection", arch=t, epochs=settings["projection_epochs"],
-                                     optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="constant",
-                                     temperature=c["temperature"]), (teacher_name,)),
-    ]
-    student = dict(common, arch=s, epochs=settings["student_epochs"], optimizer="adam", lr=settings["student_lr"],
-                   batch_size=settings.get("student_batch_size") or settings["batch_size"],
-                   weight_decay=settings["student_weight_decay"], schedule=settings["student_schedule"])
+    plain = dict(common, **head_config(settings["proj_head"], "student"), arch=s, epochs=settings["student_epochs"],
+                 optimizer="adam", lr=settings["student_lr"],
+                 batch_size=settings.get("student_batch_size") or settings["batch_size"],
+                 weight_decay=settings["student_weight_decay"], schedule=settings["student_schedule"],
+                 color_jitter=settings["color_jitter"])
+    # every contrastive student is read by the online classifier, when that is the measurement
+    student = dict(plain, online_classifier=settings["accuracy"] == "online", online_lr=settings["online_lr"])
+    teacher_side = dict(teacher_head_lr_scale=settings["teacher_head_lr_scale"], lw_form=settings["lw_form"],
+                        own_key=settings["own_key"], crd_form=settings["crd_form"])
 
     def distilled(name, stage, cfg, **kw):
-        return Run(name, stage, cfg, (proj,), teacher=proj, **kw)
+        return Run(name, stage, {**teacher_side, **cfg}, (proj,), teacher=proj, **kw)
 
     runs += [
-        Run(f"student_undistilled_{s}_{d}", "baselines", dict(student, method="undistilled")),
+        Run(f"student_undistilled_{s}_{d}", "baselines",
+            dict(plain, method="undistilled", views=settings["undistilled_views"])),
         Run(f"student_baseline_supcon_{s}_{d}", "baselines", dict(student, method="supcon",
                                                                   temperature=c["temperature"])),
         distilled(f"student_baseline_crd_{s}_{d}", "baselines", dict(student, method="crd",
                                                                       temperature=c["temperature"])),
-        # the published CRD's negatives are of other classes only: the same filter LW-SupCRD has
-        distilled(f"student_baseline_crd_classaware_{s}_{d}", "baselines",
-                  dict(student, method="crd", temperature=c["temperature"], class_aware=True)),
+    ]
+    if settings["crd_form"] == "ours":  # the published CRD's negatives are of other classes only
+        runs.append(distilled(f"student_baseline_crd_classaware_{s}_{d}", "baselines",
+                              dict(student, method="crd", temperature=c["temperature"], class_aware=True)))
+    runs += [
         # class-level contrast against teacher keys with constant weights: what the logit weighting adds to
         distilled(f"student_supcrd_unweighted_{s}_{d}", "baselines",
                   dict(_lw(student, 1.0, 1.0, c["temperature"]), adaptive_beta=False, logit_weighting=False)),
@@ -139,12 +193,23 @@ def build_runs(settings: dict) -> list[Run]:
         centre = (a, b, tau) == (c["alpha"], c["beta"], c["temperature"])
         centre_name = centre_name or name
         runs.append(distilled(name, "lwsupcrd", _lw(student, a, b, tau, mode), centre=centre))
+    other_form = "per_positive" if settings["lw_form"] == "anchor" else "anchor"  # the other form, at the centre
+    runs.append(distilled(f"student_lwsupcrd_{other_form.replace('_', '')}_{s}_{d}", "lwsupcrd",
+                          dict(_lw(student, c["alpha"], c["beta"], c["temperature"]), lw_form=other_form),
+                          control=centre_name))
+    return runs + _bank_runs(settings, student, distilled, centre_name)
 
+
+def _bank_runs(settings: dict, student: dict, distilled, centre_name: str) -> list[Run]:
+    """The memory-bank ablation: each bank run beside its matched control (the same run without the
+    bank: the sweeps' centre when it shares the ablation's schedule)."""
+    d, s, c = settings["dataset"], settings["student_arch"], SWEEP_CENTRE
     k = settings["bank_negatives"]
-    bank = dict(bank_negatives=k, bank_momentum=0.5, bank_init="random")
+    bank = dict(bank_negatives=k, bank_momentum=0.5, bank_init="random", bank_form=settings["bank_form"])
     ablation = {**student, **ABLATION_SCHEDULE}
     shares_schedule = ablation == student
     lw_nobank = f"student_lwsupcrd_nobank_{s}_{d}"
+    runs = []
     if settings["bank_ablation"]:
         crd_nobank = f"student_baseline_crd_nobank_{s}_{d}"
         runs += [
@@ -183,12 +248,12 @@ def dependency_order(runs: dict[str, Run], only: list[str] | None = None) -> lis
 
 def build_study_runs(settings: dict, seeds: list[int] | None) -> list[Run]:
     """One chain of runs per seed (names end in `_seed<k>`), or the plain chain without seeds. With
-    `shared_teacher` (the standard protocol, as the literature does), the teacher is trained once,
-    with the first seed, and every seed's students are distilled from it."""
+    `shared_teacher` (as the literature does), the teacher (and its projection head, in the original
+    protocol) is trained once, with the first seed, and every seed's students are distilled from it."""
     build = build_standard_runs if settings.get("protocol") == "standard" else build_runs
     if not seeds:
         return build(settings)
-    shared = {r.name: r for r in build({**settings, "seed": seeds[0]}) if r.stage == "teacher"} \
+    shared = {r.name: r for r in build({**settings, "seed": seeds[0]}) if r.stage in ("teacher", "projection")} \
         if settings.get("shared_teacher") else {}
 
     def seeded(name, seed):

@@ -1,6 +1,9 @@
-"""Teachers published as RepDistiller checkpoints, the ones CRD's CIFAR-100 benchmark and its
+"""Published teachers: RepDistiller checkpoints, the ones CRD's CIFAR-100 benchmark and its
 successors distil from (RepDistiller's `scripts/fetch_pretrained_teachers.sh`; mdistiller re-hosts
-the same files): a dict with the network's state dict under "model".
+the same files): a dict with the network's state dict under "model"; and the CIFAR-100 ResNet-50
+the original work distils from, the `detectors` package's `resnet50_cifar100` (timm's ResNet-50 with
+a 3x3 stride-1 stem and no max-pool; distributed on the Hugging Face hub as
+`edadaltocg/resnet50_cifar100`, a plain state dict), whose key names are ours.
 
 Our `resnet8` ... `resnet110`, `resnet8x4` and `resnet32x4` have RepDistiller's key names; the wide
 ResNets have the same tensors under other names, mapped here. `tests/fixtures/repdistiller_reference.pt`
@@ -23,6 +26,11 @@ from .models import create_model
 # the architectures a published teacher or student checkpoint can be loaded into
 PUBLISHED_ARCHS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
                    "resnet8x4", "resnet32x4", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2")
+# the architectures a timm-layout file (detectors' CIFAR ResNets, the original's teacher) loads into
+TIMM_ARCHS = ("resnet18", "resnet50")
+# the original work's teacher, by its hub name (`--teacher-checkpoint hub:<name>`), and where the hub serves it
+ORIGINAL_TEACHER = "edadaltocg/resnet50_cifar100"
+HUB_URL = "https://huggingface.co/{name}/resolve/main/pytorch_model.bin"
 # RepDistiller's preprocessing of CIFAR-100: a published teacher must see its own
 REFERENCE_NORMALIZATION = ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
 
@@ -77,7 +85,7 @@ def load_teacher_file(path: str | Path, arch: str, num_classes: int) -> nn.Modul
             raise CheckpointError(f"{path} holds a {ckpt['config'].get('arch')}, not a {arch}")
         state = {k[len("backbone."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("backbone.")}
         return _published_state({to_reference(arch, k): v for k, v in state.items()}, path, arch, num_classes)
-    if arch not in PUBLISHED_ARCHS:
+    if arch not in PUBLISHED_ARCHS + TIMM_ARCHS:
         raise CheckpointError(f"{path}: not an lwsupcrd checkpoint, and {arch} has no published format")
     return _published_state(state, path, arch, num_classes)
 
@@ -89,6 +97,8 @@ def _published_state(state, path, arch: str, num_classes: int) -> nn.Module:
         raise CheckpointError(f"{path}: not a state dict, nor a checkpoint holding one under 'model'")
     if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
         state = {k[len("module."):]: v for k, v in state.items()}
+    # the original's loader renames a timm head saved as `final_classifier` or `classifier` to `fc`
+    state = {re.sub(r"^(final_classifier|classifier)\.", "fc.", k): v for k, v in state.items()}
     model = create_model(arch, num_classes)
     ours = model.state_dict()
     mapped = {to_ours(arch, k): v for k, v in state.items()}
@@ -131,3 +141,34 @@ def synthetic_state(keys: list[tuple[str, tuple[int, ...]]], seed: int = 0) -> d
             x = (x - 0.5) * (12.0 / fan_in) ** 0.5
         state[name] = x.float()
     return state
+
+
+def hub_path(name: str, out_dir: str | Path) -> Path:
+    """Where hub teacher `name` is kept once downloaded: `pth_models/hub/` under the out-dir."""
+    return (Path(out_dir) / "pth_models" / "hub" / (name.replace("/", "__") + ".bin")).resolve()
+
+
+def fetch_hub_teacher(name: str, out_dir: str | Path) -> Path:
+    """The hub file of teacher `name` (e.g. ORIGINAL_TEACHER), downloaded once to `hub_path` (written
+    atomically); offline, one OSError line saying where to put the file instead."""
+    import urllib.request
+
+    from .files import atomic_write
+
+    path = hub_path(name, out_dir)
+    if path.is_file():
+        return path
+    url = HUB_URL.format(name=name)
+
+    def write(tmp):
+        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
+            while chunk := response.read(1 << 20):
+                f.write(chunk)
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, write)
+    except OSError as err:
+        raise OSError(f"cannot download the teacher {name} from {url} ({getattr(err, 'reason', err)}); "
+                      f"download it elsewhere and pass --teacher-checkpoint PATH") from None
+    return path

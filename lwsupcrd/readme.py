@@ -44,16 +44,17 @@ def summary_section(results: dict, source: str, figure: str) -> str:
     rows = []
     for what, a, b in r.questions():
         if what in SUMMARY_QUESTIONS:
-            diffs, p = paired(a, b)
+            diffs, p = paired(a, b, r.key)
             mean, std = mean_std(list(diffs.values()))
             rows.append([what, f"{mean:+.2f} ± {std:.2f}", "–" if p is None else f"{p:.3f}",
                          f"{sum(d > 0 for d in diffs.values())} of {len(diffs)}"])
     s = results["settings"]
+    what = "probe" if r.key == "probe_test_acc" else "test"
     conditions = (f"Preset `{s['preset']}`: {s['dataset']}, {s['teacher_arch']} → {s['student_arch']}, seeds "
-                  f"{s['seeds']}, linear probe on the test split; generated from `{source}`.")
+                  f"{s['seeds']}, accuracy: {r.measure}; generated from `{source}`.")
     return "\n".join([SUMMARY_BEGIN, conditions, "",
-                      markdown_table(["What changes", "Δ probe accuracy (pp)", "paired t-test p", "Seeds ahead"], rows),
-                      "", f"![Every student's probe accuracy]({figure})", SUMMARY_END])
+                      markdown_table(["What changes", f"Δ {what} accuracy (pp)", "paired t-test p", "Seeds ahead"], rows),
+                      "", f"![Every student's {what} accuracy]({figure})", SUMMARY_END])
 
 
 def summary_figure(results: dict, path: Path, source_sha: str) -> Path:
@@ -62,11 +63,11 @@ def summary_figure(results: dict, path: Path, source_sha: str) -> Path:
 
     r = Report(results)
     groups = sorted(r.scored(lambda g: g.stage in ("baselines", "bank_ablation") or g.first.get("centre")),
-                    key=lambda g: -g.stats("probe_test_acc")[0])
+                    key=lambda g: -g.stats(r.key)[0])
     refs = {"raw-pixel floor (probe)": r.raw.stats("probe_test_acc")[0]} if r.raw else {}
-    if r.teacher and r.teacher.stats("probe_test_acc"):
-        refs["teacher (probe)"] = r.teacher.stats("probe_test_acc")[0]
-    return accuracy_figure([(label(g), g.by_seed("probe_test_acc")) for g in groups], refs,
+    if r.teacher and r.teacher.stats(r.key):
+        refs["teacher" + (" (probe)" if r.key == "probe_test_acc" else "")] = r.teacher.stats(r.key)[0]
+    return accuracy_figure([(label(g), g.by_seed(r.key)) for g in groups], refs,
                            f"{results['settings']['dataset']}, seeds {results['settings']['seeds']}", path,
                            source=source_sha)
 

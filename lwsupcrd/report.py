@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .code import code_of, versions_section
 from .files import write_text
-from .groups import Group, base_name, groups_of, markdown_table, mean_std, paired, paired_delta
+from .groups import Group, base_name, groups_of, headline, markdown_table, mean_std, paired, paired_delta
 from .losses import onehot_teacher_beta
 from .protocol import STAGES, SWEEP_CENTRE
 
@@ -51,7 +51,12 @@ def label(g: Group) -> str:
         return f"SupCRD, unweighted (α={c['alpha']:g}, β={c['beta']:g}, τ={c['temperature']:g}){bank}{ablation}"
     if c["method"] == "lwsupcrd":
         mode = ", α on the logit" if c.get("alpha_mode") == "logit" else ""
-        return f"LW-SupCRD (α={c['alpha']:g}, β={c['beta']:g}, τ={c['temperature']:g}{mode}){bank}{ablation}"
+        form = {"per_positive": ", per-positive form (ours)", "anchor": ""}.get(c.get("lw_form"), "")
+        if c.get("lw_form") == "anchor" and not c.get("own_key", True):
+            form = ", own key not a positive (the port)"
+        return f"LW-SupCRD (α={c['alpha']:g}, β={c['beta']:g}, τ={c['temperature']:g}{mode}){form}{bank}{ablation}"
+    if c["method"] == "crd" and c.get("crd_form") == "instance":
+        return f"CRD, the original's instance form{bank}{ablation}"
     if c["method"] == "crd":  # ours: in-batch InfoNCE, not the published NCE with two memories
         return f"CRD, InfoNCE form (ours{', class-aware' if c.get('class_aware') else ''}){bank}{ablation}"
     return {"supcon": "SupCon", "undistilled": "Undistilled student (CE; projection head untrained)"}.get(
@@ -73,12 +78,15 @@ class Report:
         floors = results.get("floors", {})
         self.raw = Group("raw pixels", [{"stage": "floor", "config": {"seed": int(k)}, "metrics": {
             "probe_test_acc": f["raw_pixels"]}} for k, f in floors.items()]) if floors else None
+        self.key, self.measure = headline(results["settings"])
 
     def method(self, method: str, weighted: bool = True, mode: str = "weight", bank: bool = False,
-               unit: bool = True, class_aware: bool = False) -> Group | None:
+               unit: bool = True, class_aware: bool = False, form: str | None = None) -> Group | None:
         """The scored run of this method at the sweeps' centre, outside the bank stage unless `bank`
-        (unweighted SupCRD: the alpha = beta = 1 control if `unit`, else the one-hot teacher's)."""
+        (unweighted SupCRD: the alpha = beta = 1 control if `unit`, else the one-hot teacher's), in the
+        loss form `form` (default: the preset's)."""
         centre = self.results["settings"].get("sweep_centre", {})
+        form = form or self.results["settings"].get("lw_form")
 
         def match(g: Group) -> bool:
             c = g.config
@@ -93,7 +101,7 @@ class Report:
             if not weighted:
                 return not c.get("logit_weighting", True) and onehot_control(c) != unit
             return c.get("logit_weighting", True) and c.get("alpha_mode", "weight") == mode and all(
-                c.get(k) == v for k, v in centre.items())
+                c.get(k) == v for k, v in centre.items()) and (mode == "logit" or c.get("lw_form") == form)
         found = self.scored(match)
         return found[0] if found else None
 
@@ -109,7 +117,7 @@ class Report:
         return self.groups.get(self.names.get(g.control, "")) if g.control else None
 
     def scored(self, pred) -> list[Group]:
-        return [g for g in self.groups.values() if pred(g) and g.stats("probe_test_acc") is not None]
+        return [g for g in self.groups.values() if pred(g) and g.stats(self.key) is not None]
 
     def geometry(self, g: Group) -> list[str]:
         """Projection (headline) then backbone: same-class alignment and uniformity. The teacher's
@@ -143,7 +151,7 @@ class Report:
                 f"{per_role('train_size')}; epochs: {per_role('epochs')}; batch: {per_role('batch_size')}; optimiser: "
                 f"{per_role('optimizer')}, lr {per_role('lr')}; seeds {seeds}, hardware: {'; '.join(hardware)}, torch "
                 f"{env.get('torch', '?')}, "
-                f"code {code}. Accuracy: linear probe on the frozen backbone (test split). "
+                f"code {code}. Accuracy: {self.measure}. "
                 f"Geometry on the test split: alignment (same-class pairs) and uniformity (t=2) of the "
                 f"L2-normalised projection (proj.; the teacher's is its distillation head) and of the "
                 f"L2-normalised backbone features (backbone).*")
@@ -162,14 +170,17 @@ class Report:
 
     def main_table(self) -> list[str]:
         rows = self.scored(lambda g: g.stage in ("teacher", "baselines", "bank_ablation") or g.first.get("centre"))
-        rows.sort(key=lambda g: -g.stats("probe_test_acc")[0])
+        rows.sort(key=lambda g: -g.stats(self.key)[0])
         if not rows:
             return []
+        probe = self.key != "probe_test_acc"  # the probe beside the headline, labelled
         return ["## Main results", "", self.conditions(rows), "",
-                markdown_table(["Method", "Run", "Test acc (%)", "Δ vs SupCon", "Δ vs raw pixels", "Align. proj. ↓",
-                                "Unif. proj. ↓", "Align. backbone ↓", "Unif. backbone ↓"],
-                               [[self.mark(g), f"`{g.base}`", g.fmt("probe_test_acc"), paired_delta(g, self.supcon),
-                                 "–" if g.stage == "teacher" else paired_delta(g, self.raw)]
+                markdown_table(["Method", "Run", "Test acc (%)"] + (["Probe (%)"] if probe else [])
+                               + ["Δ vs SupCon", "Δ probe vs raw pixels", "Align. proj. ↓", "Unif. proj. ↓",
+                                  "Align. backbone ↓", "Unif. backbone ↓"],
+                               [[self.mark(g), f"`{g.base}`", g.fmt(self.key)] + ([g.fmt("probe_test_acc")] if probe else [])
+                                + [paired_delta(g, self.supcon, self.key),
+                                   "–" if g.stage == "teacher" else paired_delta(g, self.raw)]
                                 + self.geometry(g) for g in rows]), ""]
 
     def sweeps(self) -> list[str]:
@@ -189,7 +200,7 @@ class Report:
                     self.conditions(rows), "",
                     markdown_table([symbols[key], "Test acc (%)", "Δ vs SupCon", "Align. proj. ↓", "Unif. proj. ↓",
                             "Align. backbone ↓", "Unif. backbone ↓"],
-                           [[f"{g.config[key]:g}", g.fmt("probe_test_acc"), paired_delta(g, self.supcon)]
+                           [[f"{g.config[key]:g}", g.fmt(self.key), paired_delta(g, self.supcon, self.key)]
                             + self.geometry(g) for g in rows]), ""]
         return out
 
@@ -197,7 +208,7 @@ class Report:
         rows = self.scored(lambda g: g.config.get("bank_negatives") is not None)
         if not rows:
             return []
-        rows.sort(key=lambda g: -g.stats("probe_test_acc")[0])
+        rows.sort(key=lambda g: -g.stats(self.key)[0])
         return ["## Memory bank against matched controls", "",
                 "Each bank run is compared with the run that differs from it in one thing only (its matched "
                 "control: same loss, weight decay and schedule, no bank — or, for the teacher-initialised bank, "
@@ -206,8 +217,8 @@ class Report:
                 markdown_table(["Method", "Matched control", "Test acc (%)", "Δ vs matched control", "Δ vs SupCon",
                         "Train acc (%)", "Gap", "Align. proj. ↓", "Unif. proj. ↓"],
                        [[label(g), f"`{self.control_of(g).base}`" if self.control_of(g) else "–",
-                         g.fmt("probe_test_acc"), paired_delta(g, self.control_of(g)),
-                         paired_delta(g, self.supcon), g.fmt("probe_train_acc"), g.fmt("probe_gap")]
+                         g.fmt(self.key), paired_delta(g, self.control_of(g), self.key),
+                         paired_delta(g, self.supcon, self.key), g.fmt("probe_train_acc"), g.fmt("probe_gap")]
                         + self.geometry(g)[:2] for g in rows]), ""]
 
     def weights(self) -> list[str]:
@@ -249,6 +260,8 @@ class Report:
                   unweighted, crd_aware),
                  ("LW-SupCRD instead of CRD", lw, crd), ("LW-SupCRD instead of class-aware CRD", lw, crd_aware),
                  ("LW-SupCRD instead of SupCon", lw, self.supcon),
+                 ("one term per positive (ours) instead of the original's one term per anchor",
+                  self.method("lwsupcrd", form="per_positive"), lw),
                  ("distillation at all: LW-SupCRD instead of the undistilled student", lw, undistilled)]
         pairs += [(f"the memory bank ({label(g)})", g, self.control_of(g))
                   for g in self.scored(lambda g: g.config.get("bank_negatives") is not None)]
@@ -257,7 +270,7 @@ class Report:
     def comparisons(self) -> list[str]:
         rows = []
         for what, a, b in self.questions():
-            diffs, p = paired(a, b)
+            diffs, p = paired(a, b, self.key)
             if not diffs:
                 continue
             d = list(diffs.values())
@@ -268,7 +281,7 @@ class Report:
         if not rows:
             return []
         return ["## Comparisons that change one thing", "",
-                "Linear-probe test accuracy of a run minus its reference, paired by seed (percentage points): "
+                f"Test accuracy ({self.measure}) of a run minus its reference, paired by seed (percentage points): "
                 "mean ± standard deviation of the differences, each seed's difference, the paired t-test's p "
                 "(* p < 0.05), and on how many seeds the run is ahead.", "",
                 markdown_table(["What changes", "Run − reference", "Δ (pp)", "Δ per seed", "p", "Ahead"], rows), ""]

@@ -31,11 +31,13 @@ def stage_table(results: dict, names: list[str]) -> str:
     rows = []
     for base in bases:
         g = r.groups[base]
-        delta = paired_delta(g, r.supcon) if r.supcon is not None and g is not r.supcon else "–"
+        delta = paired_delta(g, r.supcon, r.key) if r.supcon is not None and g is not r.supcon else "–"
         rows.append([label(g), f"`{base}`", str(len(g.entries))] + [g.fmt(k) for k in (
-            "probe_test_acc", "probe_train_acc", "probe_gap")] + [delta] + r.geometry(g))
-    return markdown_table(["Method", "Experiment", "Seeds", "Test acc (%)", "Train acc (%)", "Gap", "Δ vs SupCon",
-                           "Align. proj. ↓", "Unif. proj. ↓", "Align. backbone ↓", "Unif. backbone ↓"], rows)
+            r.key, "probe_test_acc", "probe_train_acc", "probe_gap")] + [delta] + r.geometry(g))
+    head = "Test acc (%)" if r.key == "probe_test_acc" else "Online classifier (%)"
+    return markdown_table(["Method", "Experiment", "Seeds", head, "Probe test (%)", "Probe train (%)", "Probe gap",
+                           "Δ vs SupCon", "Align. proj. ↓", "Unif. proj. ↓", "Align. backbone ↓", "Unif. backbone ↓"],
+                          rows)
 
 
 def per_seed(results: dict, names: list[str], out: Path, keys: tuple[str, ...]) -> str:
@@ -102,7 +104,7 @@ def show_stage(study, stage: str) -> None:
         keys = ("test_acc", "best_test_acc")
     else:
         table = stage_table(study.results, names)
-        keys = ("probe_test_acc", "probe_train_acc")
+        keys = tuple(dict.fromkeys((Report(study.results).key, "probe_test_acc", "probe_train_acc")))
     present("\n\n".join([describe([study.runs[n] for n in names]), table,
                           per_seed(study.results, names, study.out, keys)]), [])
 
@@ -121,18 +123,20 @@ def present(table: str, images: list[Path]) -> None:
 
 
 def show_probe(study) -> None:
-    """Every run's linear-probe accuracy beside SupCon's, and the floors (the original protocol)."""
+    """Every run's headline accuracy (and its linear probe) beside SupCon's, and the floors (the
+    original protocol)."""
     if study.standard:
         return
     r = Report(study.results)
-    supcon = r.supcon.by_seed("probe_test_acc") if r.supcon else {}  # each run against its own seed's SupCon
-    print(f"{'run':64s} {'test':>7s} {'train':>7s} {'gap':>7s} {'vs SupCon':>9s}")
+    supcon = r.supcon.by_seed(r.key) if r.supcon else {}  # each run against its own seed's SupCon
+    print(f"accuracy: {r.measure}")
+    print(f"{'run':64s} {'test':>7s} {'probe':>7s} {'p.train':>7s} {'vs SupCon':>9s}")
     for name in study.order():
         entry = study.results["runs"].get(name, {})
         m, seed = entry.get("metrics", {}), entry.get("config", {}).get("seed")
-        if "probe_test_acc" in m:
-            delta = f"{m['probe_test_acc'] - supcon[seed]:+.2f}" if seed in supcon else ""
-            print(f"{name:64s} {m['probe_test_acc']:7.2f} {m['probe_train_acc']:7.2f} {m['probe_gap']:7.2f} {delta:>9s}")
+        if r.key in m:
+            delta = f"{m[r.key] - supcon[seed]:+.2f}" if seed in supcon else ""
+            print(f"{name:64s} {m[r.key]:7.2f} {m['probe_test_acc']:7.2f} {m['probe_train_acc']:7.2f} {delta:>9s}")
     for seed, f in study.results.get("floors", {}).items():
         print(f"floors (seed {seed}, {f['train_size']} images): raw pixels {f['raw_pixels']:.2f}, "
               f"random-init student {f['random_student']:.2f}")

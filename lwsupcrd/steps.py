@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from .data import DatasetInfo, Split, normalize
 from .distributed import gather, gather_with_grad
 from .losses import crd_loss, lw_supcrd_loss, lw_weights, supcon_loss
+from .original_losses import cosine_prototype_loss, instance_crd_loss, lw_supcrd_anchor_loss
 from .memory_bank import MomentumMemoryBank
 from .models import ModelWrapper
 
@@ -81,18 +82,42 @@ def step_ce(ctx, batch):
 
 
 def step_undistilled(ctx, batch):
-    labels = batch.labels.repeat(2)
+    labels = batch.labels.repeat(len(batch.x) // len(batch.labels))  # one view (the original's) or both
     logits = ctx.nets.logits(batch.x)
     loss = F.cross_entropy(logits.float(), labels)
     return StepResult(loss, {"ce": loss}, (logits.argmax(1) == labels).sum(), len(labels))
 
 
 def step_projection(ctx, batch):
-    with torch.inference_mode():
+    """The teacher's head on its frozen backbone: SupCon over both views (ours), or the original's
+    cosine-prototype classifier on the first view (the prototypes are the run's extras). With
+    `teacher_bn_drift` the backbone runs in train mode, so its BatchNorm statistics move, as the
+    original's do."""
+    with torch.no_grad():
         features = ctx.nets.features(batch.x)
+    labels = batch.labels.repeat(len(batch.x) // len(batch.labels))
+    if ctx.cfg.get("head_pretraining") == "cosine_prototype":
+        loss = cosine_prototype_loss(ctx.model.projection(features.clone()), ctx.extras.weight, labels,
+                                     ctx.cfg["temperature"])
+        return StepResult(loss, {"cosine_ce": loss})
     z = gather_with_grad(ctx.model.project(features.clone()))
-    loss = supcon_loss(z, gather(batch.labels.repeat(2)), ctx.cfg["temperature"], validate=False)
+    loss = supcon_loss(z, gather(labels), ctx.cfg["temperature"], validate=False)
     return StepResult(loss, {"supcon": loss})
+
+
+def online_classifier(ctx, batch, result: StepResult) -> StepResult:
+    """The original's measurement: a linear classifier (the student's own head, with its own optimiser)
+    trained at every step on the detached features of the first view, from a second forward pass of
+    the student in train mode. Its cross-entropy joins the loss; no gradient reaches the backbone."""
+    first = batch.x[:len(batch.labels)]
+    with torch.no_grad():
+        features = ctx.nets.features(first)
+    logits = ctx.model.classifier(features.clone())
+    ce = F.cross_entropy(logits.float(), batch.labels)
+    result.loss = result.loss + ce
+    result.parts["online_ce"] = ce
+    result.correct, result.seen = (logits.argmax(1) == batch.labels).sum(), len(batch.labels)
+    return result
 
 
 def step_supcon(ctx, batch):
@@ -102,11 +127,12 @@ def step_supcon(ctx, batch):
 
 
 def _teacher_keys(ctx, x):
+    """The teacher's keys (its head keeps training) and its logits (float32, constants)."""
     with torch.inference_mode():
         features = ctx.nets.teacher_features(x)
-        probs = torch.softmax(ctx.teacher.classifier(features).float(), dim=1)
-    t = ctx.teacher.project(features.clone())  # the teacher's head keeps training
-    return t, probs.clone()
+        logits = ctx.teacher.classifier(features).float()
+    t = ctx.teacher.project(features.clone())
+    return t, logits.clone()
 
 
 # sampled per step: at most this many anchors, and this many keys per anchor, evenly spaced
@@ -146,32 +172,54 @@ def weight_summary(samples: dict[str, list[torch.Tensor]]) -> dict[str, float]:
     return out
 
 
-def contrast(ctx, z_local, t_local, probs_local, batch, loss_name, class_aware: bool = False):
+def contrast(ctx, z_local, t_local, logits_local, batch, loss_name, class_aware: bool = False):
     """The contrastive term of a distillation step over every rank's anchors and keys (and the
-    bank's): (loss, what the bank should store, LW-SupCRD's weight samples). `z_local` holds one
-    or two views of this rank's images, in the batch's layout; `class_aware` leaves same-class
-    keys out of the InfoNCE form's negatives."""
+    bank's): (loss, what the bank should store after the step, LW-SupCRD's weight samples).
+    `z_local` holds one or two views of this rank's images, in the batch's layout; `class_aware`
+    leaves same-class keys out of the InfoNCE form's negatives. The run's config chooses the form:
+    `crd_form` "instance" (the original's) or "ours" (our InfoNCE form); `lw_form` "anchor" (the original's,
+    with `own_key`) or "per_positive" (ours); `bank_form` "port" (the bank written before the loss
+    with each key's teacher logits, as the original's port) or "ours" (the mean of the views' keys
+    after the step). Without `logit_weighting`, the anchor form reads a one-hot teacher."""
     cfg = ctx.cfg
     views = len(z_local) // len(batch.labels)
     z, t = gather_with_grad(z_local), gather_with_grad(t_local)  # every rank's anchors and keys
     labels, slots = gather(batch.labels.repeat(views)), gather(batch.slots.repeat(views))
-    probs = gather(probs_local)
-    bank_keys = bank_labels = bank_ids = None
+    logits = gather(logits_local.float())
+    probs = torch.softmax(logits, dim=1)
+    port = ctx.bank is not None and cfg.get("bank_form") == "port"
+    if port:
+        ctx.bank.update_last_view(gather(batch.slots), t.detach(), logits)
+    bank_keys = bank_labels = bank_ids = bank_probs = None
     if ctx.bank is not None:
         bank_keys, bank_labels, bank_ids = ctx.bank.sample(cfg["bank_negatives"])
+        if port:
+            bank_probs = torch.softmax(ctx.bank.logits[bank_ids], dim=1)
     weights = {}
-    if loss_name == "crd":
+    if loss_name == "crd" and cfg.get("crd_form") == "instance":
+        loss = instance_crd_loss(z, t, cfg["temperature"], validate=False, bank_keys=bank_keys,
+                                 instance_ids=slots, bank_ids=bank_ids)
+    elif loss_name == "crd":
         loss = crd_loss(z, t, slots, cfg["temperature"], bank_keys, bank_ids, validate=False,
                         labels=labels if class_aware else None, bank_labels=bank_labels if class_aware else None)
+    elif cfg.get("lw_form") == "anchor":
+        weighted = cfg.get("logit_weighting", True)
+        if not weighted:  # a one-hot teacher: w_pull = alpha, w_push = beta (the controls' strengths)
+            probs = F.one_hot(labels, probs.shape[1]).to(probs.dtype)
+            bank_probs = None if bank_probs is None else F.one_hot(bank_labels, probs.shape[1]).to(probs.dtype)
+        loss = lw_supcrd_anchor_loss(z, t, labels, probs, cfg["alpha"], cfg["beta"], cfg["temperature"],
+                                     cfg["adaptive_beta"], cfg.get("own_key", True), bank_keys, bank_labels,
+                                     bank_probs, validate=False)
     else:
         loss = lw_supcrd_loss(z, t, labels, probs, cfg["alpha"], cfg["beta"], cfg["temperature"],
                               cfg["adaptive_beta"], bank_keys, bank_labels, validate=False,
                               alpha_mode=cfg.get("alpha_mode", "weight"),
                               logit_weighting=cfg.get("logit_weighting", True))
+    if loss_name != "crd":
         key_labels = labels if bank_labels is None else torch.cat([labels, bank_labels])
         weights = weight_samples(cfg, probs, labels, key_labels)
     update = None
-    if ctx.bank is not None:  # the mean of the views' keys, for every image of the global batch
+    if ctx.bank is not None and not port:  # the mean of the views' keys, for every image of the global batch
         b = len(batch.slots)
         keys = t_local if views == 1 else (t_local[:b] + t_local[b:]) / 2
         update = (gather(batch.slots), gather(keys.detach()))
@@ -180,19 +228,26 @@ def contrast(ctx, z_local, t_local, probs_local, batch, loss_name, class_aware: 
 
 def _distill(ctx, batch, loss_name):
     _, z_local, _ = ctx.nets.forward(batch.x)
-    t_local, probs = _teacher_keys(ctx, batch.x)
-    loss, update, weights = contrast(ctx, z_local, t_local, probs, batch, loss_name,
+    t_local, logits = _teacher_keys(ctx, batch.x)
+    loss, update, weights = contrast(ctx, z_local, t_local, logits, batch, loss_name,
                                      class_aware=ctx.cfg.get("class_aware", False))
     return StepResult(loss, {loss_name: loss}, bank_update=update, weights=weights)
+
+
+def _with_online_classifier(step: Callable) -> Callable:
+    def run(ctx, batch):
+        result = step(ctx, batch)
+        return online_classifier(ctx, batch, result) if ctx.cfg.get("online_classifier") else result
+    return run
 
 
 STEPS: dict[str, Callable] = {
     "ce": step_ce,
     "undistilled": step_undistilled,
     "projection": step_projection,
-    "supcon": step_supcon,
-    "crd": lambda ctx, batch: _distill(ctx, batch, "crd"),
-    "lwsupcrd": lambda ctx, batch: _distill(ctx, batch, "lw_supcrd"),
+    "supcon": _with_online_classifier(step_supcon),
+    "crd": _with_online_classifier(lambda ctx, batch: _distill(ctx, batch, "crd")),
+    "lwsupcrd": _with_online_classifier(lambda ctx, batch: _distill(ctx, batch, "lw_supcrd")),
 }
 VIEWS = {"ce": 1, "standard": 1}  # augmented views per image (default 2: the contrastive students)
 

@@ -24,7 +24,7 @@ from .machine import resolve_device
 from .models import ModelWrapper
 from .options import StudyConfig
 from .probe import probe_floors, score
-from .protocol import Run, build_study_runs, dependency_order
+from .protocol import Run, build_study_runs, dependency_order, head_config
 from .published import REFERENCE_NORMALIZATION, load_teacher_file
 from .analysis import analyze_run, figure_paths
 from .methods import build_extras
@@ -108,7 +108,7 @@ class Study:
                 continue
             torch.manual_seed(seed)
             student = ModelWrapper(s["student_arch"], self.info.num_classes, in_channels=self.info.channels,
-                                   proj_head=s["proj_head"]).to(self.device)
+                                   **head_config(s["proj_head"], "student")).to(self.device)
             floors[str(seed)] = probe_floors(student, train, self.test, self.info, s["probe_epochs"], seed)
         if distributed.current().main:
             self.save_results()
@@ -336,7 +336,8 @@ class Study:
         backbone = load_teacher_file(cfg["checkpoint"], cfg["arch"], cfg["num_classes"])
         model.backbone.load_state_dict(backbone.state_dict())
         metrics = self.evaluate(run, cfg, model)
-        print(f"   teacher read from {cfg['checkpoint']}: test top-1 {metrics['test_acc']:.2f}%")
+        top1 = metrics.get("test_acc", metrics.get("head_test_acc"))
+        print(f"   teacher read from {cfg['checkpoint']}: test top-1 {top1:.2f}% (its own head)")
         env = {**environment(), "device": str(self.device)}
         return model, save_checkpoint(path, model.state_dict(), cfg, metrics, env=env)
 

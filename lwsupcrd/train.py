@@ -21,11 +21,12 @@ import torch.nn as nn
 from . import distributed
 from .checkpoint import CheckpointError, rng_state, safe_load, set_rng_state
 from .files import save_torch
-from .data import DatasetInfo, Split, crop_flip, crop_flip_params
+from .data import DatasetInfo, Split, color_jitter_params, crop_flip, crop_flip_params
 from .distributed import all_reduce_sum, average_gradients, current
 from .memory_bank import MomentumMemoryBank
 from .models import ModelWrapper
-from .methods import STEP_OF, build_extras, needs_teacher, trains_teacher_head
+from .methods import STEP_OF, build_extras, needs_teacher
+from .optimizers import build_optimizer, build_scheduler, side_groups, trainable_parameters
 from .steps import VIEWS, Batch, Networks, StepContext, StepResult, teacher_bank_keys, weight_summary
 
 RESUME_FORMAT = "lwsupcrd-resume-v1"
@@ -67,37 +68,6 @@ class Execution:
                    mark_cudagraph_steps=cuda and compile_mode == "reduce-overhead")
 
 
-def trainable_parameters(cfg: dict, model: ModelWrapper, teacher: ModelWrapper | None,
-                         extras: nn.Module | None = None) -> list[nn.Parameter]:
-    if cfg["method"] == "projection":
-        return list(model.projection.parameters())
-    params = list(model.parameters())
-    if trains_teacher_head(cfg):
-        params += list(teacher.projection.parameters())
-    if extras is not None:  # a method's regressor or embedding (its memories are buffers)
-        params += list(extras.parameters())
-    return params
-
-
-def build_optimizer(cfg: dict, params, fused: bool = False) -> torch.optim.Optimizer:
-    if cfg["optimizer"] == "sgd":
-        return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg.get("momentum", 0.9),
-                               weight_decay=cfg["weight_decay"], nesterov=False, fused=fused or None)
-    if cfg["optimizer"] == "adam":
-        return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=fused or None)
-    raise ValueError(f"unknown optimizer {cfg['optimizer']!r}; choose sgd or adam")
-
-
-def build_scheduler(cfg: dict, optimizer) -> torch.optim.lr_scheduler.LRScheduler:
-    if cfg["schedule"] == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg["epochs"])
-    if cfg["schedule"] == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
-    if cfg["schedule"] == "step":  # the references' lr x lr_decay at each milestone epoch
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg["lr_milestones"], gamma=cfg["lr_decay"])
-    raise ValueError(f"unknown schedule {cfg['schedule']!r}; choose cosine, constant or step")
-
-
 def frozen_snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
     """Copies of every weight and BatchNorm statistic, to prove later that nothing moved."""
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
@@ -127,11 +97,18 @@ class Loop:
     execution: Execution
     extras: nn.Module | None = None
     history: list[dict] = field(default_factory=list)
+    side_optimizers: list[torch.optim.Optimizer] = field(default_factory=list)  # see `side_groups`
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.optimizer, *self.side_optimizers]
 
     def state(self, epoch: int) -> dict:
         state = {"format": RESUME_FORMAT, "config": self.cfg, "epoch": epoch, "model": self.model.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "rng": rng_state(self.generator), "history": self.history}
+        if self.side_optimizers:
+            state["side_optimizers"] = [o.state_dict() for o in self.side_optimizers]
         if self.teacher is not None:
             state["teacher_projection"] = self.teacher.projection.state_dict()
         if self.bank is not None:
@@ -156,6 +133,8 @@ class Loop:
         if self.teacher is not None and "teacher_projection" in state:
             self.teacher.projection.load_state_dict(state["teacher_projection"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for optimizer, saved in zip(self.side_optimizers, state.get("side_optimizers", [])):
+            optimizer.load_state_dict(saved)
         self.scheduler.load_state_dict(state["scheduler"])
         if self.bank is not None:
             self.bank.load_state_dict(state["bank"])
@@ -196,8 +175,14 @@ def _next_batch(loop: Loop, train: Split, info: DatasetInfo, idx: torch.Tensor, 
     shard = slice(ddp.rank * local, (ddp.rank + 1) * local)
     mine = idx[shard]
     images = train.images[mine]
-    x = torch.cat([crop_flip(images, [p[shard] for p in crop_flip_params(len(idx), loop.generator, idx.device)],
-                             info) for _ in range(views)])
+    strength = loop.cfg.get("color_jitter", 0.0)
+    x = []
+    for _ in range(views):
+        crop = [p[shard] for p in crop_flip_params(len(idx), loop.generator, idx.device)]
+        jitter = [p[shard] for p in color_jitter_params(len(idx), strength, loop.generator, idx.device)] \
+            if strength else None
+        x.append(crop_flip(images, crop, info, jitter=jitter))
+    x = torch.cat(x)
     if loop.cfg.get("channels_last"):
         x = x.contiguous(memory_format=torch.channels_last)
     return Batch(x, train.labels[mine], mine)
@@ -210,13 +195,13 @@ def _train_epoch(loop: Loop, epoch: int, train: Split, info: DatasetInfo, device
     loop.model.train()
     if loop.extras is not None:
         loop.extras.train()
-    if cfg["method"] == "projection":
+    if cfg["method"] == "projection" and not cfg.get("teacher_bn_drift"):
         loop.model.backbone.eval()
     if loop.teacher is not None:
         loop.teacher.backbone.eval()
     n, batch_size = len(train), cfg["batch_size"]
     steps = n // batch_size
-    views = VIEWS.get(cfg["method"], 2)
+    views = cfg.get("views") or VIEWS.get(cfg["method"], 2)
     use_amp = cfg.get("amp", device.type == "cuda")  # bf16 autocast; losses and BatchNorm stay float32
     start = time.perf_counter()
     perm = torch.randperm(n, generator=loop.generator, device=device)
@@ -232,7 +217,8 @@ def _train_epoch(loop: Loop, epoch: int, train: Split, info: DatasetInfo, device
         batch = _next_batch(loop, train, info, perm[step * batch_size:(step + 1) * batch_size], views)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             result = step_fn(ctx, batch)
-        loop.optimizer.zero_grad(set_to_none=True)
+        for optimizer in loop.optimizers:
+            optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
         average_gradients(loop.params)
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in loop.params if p.grad is not None])
@@ -241,7 +227,8 @@ def _train_epoch(loop: Loop, epoch: int, train: Split, info: DatasetInfo, device
         else:
             finite = torch.isfinite(result.loss) & torch.isfinite(grad_norm)
             bad_step = torch.where((bad_step < 0) & ~finite, step, bad_step)
-        loop.optimizer.step()
+        for optimizer in loop.optimizers:
+            optimizer.step()
         if result.bank_update is not None:
             loop.bank.update(*result.bank_update, validate=ex.step_checks)
         for k, v in {"loss": result.loss, **result.parts}.items():
@@ -331,15 +318,19 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
     generator.manual_seed(cfg["seed"])
     if cfg.get("bank_negatives") and bank is None:
         bank = MomentumMemoryBank(n, teacher.projection[-1].out_features, train.labels,
-                                  momentum=cfg["bank_momentum"], seed=cfg["seed"], device=device)
+                                  momentum=cfg["bank_momentum"], seed=cfg["seed"], device=device,
+                                  num_classes=cfg["num_classes"] if cfg.get("bank_form") == "port" else None)
         if cfg.get("bank_init", "random") == "teacher":  # a resumed run overwrites this with its saved bank
             bank.fill(teacher_bank_keys(teacher, train, info, bool(cfg.get("channels_last"))))
     execution = execution or Execution.for_device(device, compile_mode)
     extras = extras if extras is not None else build_extras(cfg, model, teacher, train)
     params = trainable_parameters(cfg, model, teacher, extras)
     optimizer = build_optimizer(cfg, params, execution.fused_optimizer)
-    loop = Loop(run_name, cfg, model, teacher, bank, params, optimizer, build_scheduler(cfg, optimizer), generator,
-                execution, extras)
+    side = [torch.optim.Adam(p, lr=lr, fused=execution.fused_optimizer or None)
+            for p, lr in side_groups(cfg, model, teacher)]
+    loop = Loop(run_name, cfg, model, teacher, bank, params + [p for o in side for g in o.param_groups
+                                                                 for p in g["params"]],
+                optimizer, build_scheduler(cfg, optimizer), generator, execution, extras, side_optimizers=side)
     resume_path = Path(resume_path) if resume_path else None
     start_epoch = loop.restore(resume_path, device) if resume_path is not None and resume_path.exists() else 0
     ctx = StepContext(cfg, Networks.of(model, teacher, compile_mode), model, teacher, bank, extras)

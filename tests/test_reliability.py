@@ -279,7 +279,8 @@ def test_restore_reads_resume_state_onto_the_cpu_whatever_the_run_device(tmp_pat
     torch.set_rng_state refuses; the restore reads it onto the CPU (here the 'device' is meta, on
     which no tensor can serve as generator state, as on CUDA)."""
     from lwsupcrd.checkpoint import rng_state
-    from lwsupcrd.train import Execution, Loop, build_optimizer, build_scheduler
+    from lwsupcrd.optimizers import build_optimizer, build_scheduler
+    from lwsupcrd.train import Execution, Loop
 
     model, train, info, cfg = small_fit_setup(tmp_path, epochs=2)
     resume = tmp_path / "run.resume.pth"

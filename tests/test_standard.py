@@ -15,7 +15,7 @@ from lwsupcrd.options import StudyConfig, validate
 from lwsupcrd.methods import METHODS
 from lwsupcrd.protocol import STANDARD_PRESETS, build_standard_runs
 from lwsupcrd.published import reference_state
-from lwsupcrd.train import build_optimizer, build_scheduler
+from lwsupcrd.optimizers import build_optimizer, build_scheduler
 
 
 def settings(**kw):
@@ -79,8 +79,9 @@ def test_bad_standard_options_are_named_before_any_work(tmp_path):
     wrong = tmp_path / "wrong.pth"
     torch.save({"model": reference_state("resnet8", create_model("resnet8", 100))}, wrong)
     assert "does not fit resnet14" in error(teacher_checkpoint=str(wrong))
-    with pytest.raises(ValueError, match="belongs to the standard protocol"):
-        validate(StudyConfig(preset="smoke", out_dir=str(tmp_path), teacher_checkpoint=str(wrong)))
+    with pytest.raises(ValueError, match="does not fit resnet8"):  # the original protocol reads teacher files too
+        validate(StudyConfig(preset="smoke", out_dir=str(tmp_path), teacher_checkpoint=str(wrong), pair="resnet8-resnet8",
+                             dataset="cifar10"))
     with pytest.raises(ValueError, match="unknown preset 'quick' for the standard protocol"):
         validate(StudyConfig(protocol="standard", preset="quick", out_dir=str(tmp_path)))
 

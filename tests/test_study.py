@@ -100,7 +100,7 @@ def test_only_brings_in_prerequisites_and_list_prints_order(smoke, tmp_path):
     (("--only", "student_nonsense"), "unknown run 'student_nonsense'"),
     (("--epochs", "0"), "student_epochs=0 is not allowed: student_epochs takes an integer >= 1"),
     # values that are type-checked but were not range-checked, and inputs to refuse rather than run
-    (("--set", "proj_head=foo"), "proj_head='foo' is not allowed: proj_head takes one of linear, mlp"),
+    (("--set", "proj_head=foo"), "proj_head='foo' is not allowed: proj_head takes one of original, linear, mlp"),
     (("--set", "student_schedule=bogus"), "student_schedule='bogus' is not allowed: student_schedule takes one of"),
     (("--set", "alpha_modes=bogus"), "alpha_modes=['bogus'] is not allowed: alpha_modes takes one or both of"),
     (("--set", "bank_negatives=-5"), "bank_negatives=-5 is not allowed: bank_negatives takes an integer >= 1"),
@@ -191,7 +191,7 @@ def test_paper_preset_seed_and_evidence_seeds():
     from lwsupcrd.options import StudyConfig
 
     assert StudyConfig().settings()["seed"] == 42 and StudyConfig().seed_list() is None
-    assert StudyConfig(preset="evidence").seed_list() == [0, 1, 2]
+    assert StudyConfig(preset="evidence").seed_list() == [0, 1, 2, 3, 4]
     assert StudyConfig(preset="evidence", seed=5).seed_list() is None  # an explicit seed: one chain
     assert StudyConfig(preset="quick", seeds=[3, 4]).settings()["seeds"] == [3, 4]
 
@@ -201,7 +201,7 @@ def test_protocol_roles():
     bank = quick["student_lwsupcrd_bank4096_resnet8_cifar100"]
     assert bank.control == "student_lwsupcrd_nobank_resnet8_cifar100"  # same schedule, no bank
     assert quick[bank.control].cfg == {k: v for k, v in bank.cfg.items()
-                                       if k not in ("bank_negatives", "bank_momentum", "bank_init")}
+                                       if k not in ("bank_negatives", "bank_momentum", "bank_init", "bank_form")}
     init = quick["student_lwsupcrd_bank4096_teacherinit_resnet8_cifar100"]
     assert init.control == bank.base and init.cfg == dict(bank.cfg, bank_init="teacher")
     unweighted = quick["student_supcrd_unweighted_resnet8_cifar100"].cfg
@@ -209,15 +209,17 @@ def test_protocol_roles():
         (1.0, 1.0, False, False)
     onehot = quick["student_supcrd_onehot_resnet8_cifar100"].cfg  # LW-SupCRD's weights at q = 1: pull 1, push 10/1.5
     assert onehot == dict(unweighted, beta=10 / 1.5) and onehot["alpha"] == 1.0
-    modes = {r.cfg["alpha"]: [] for r in quick.values() if r.stage == "lwsupcrd"}
-    for r in quick.values():
-        if r.stage == "lwsupcrd":
+    with_logit = {r.base: r for r in build_runs(dict(PRESETS["quick"], seed=0, alpha_modes=("weight", "logit")))}
+    modes = {r.cfg["alpha"]: [] for r in with_logit.values() if r.stage == "lwsupcrd"}
+    for r in with_logit.values():
+        if r.stage == "lwsupcrd" and r.cfg["lw_form"] == "anchor":
             modes[r.cfg["alpha"]].append(r.cfg["alpha_mode"])
-    assert modes == {1.0: ["weight", "logit"], 5.0: ["weight", "logit"]}
+    assert modes == {1.0: ["weight"], 5.0: ["weight"]}  # the logit reading is of the per-positive form only
+    assert [r.cfg["alpha"] for r in with_logit.values() if r.cfg.get("alpha_mode") == "logit"] == [1.0, 5.0]
     evidence = {r.base: r for r in build_runs(dict(PRESETS["evidence"], seed=0))}
     centre = [r for r in evidence.values() if r.centre and r.cfg["alpha_mode"] == "weight"]
     assert evidence["student_lwsupcrd_bank4096_resnet8_fashion-mnist"].control == centre[0].base
-    assert all(r.cfg["proj_head"] == "linear" for r in evidence.values())
+    assert all(r.cfg["proj_head"] == "mlp" for r in evidence.values())
 
 
 def test_paired_significance_rule():
@@ -263,12 +265,12 @@ def test_force_retrain_names_stages_and_run_patterns(tmp_path):
     from lwsupcrd.study import Study
 
     args = ["--preset", "smoke", "--out-dir", str(tmp_path)]
-    cfg = parse_args(args + ["--force-retrain", "bank_ablation,student_alpha_*_logit_*"], StudyConfig())
+    cfg = parse_args(args + ["--force-retrain", "bank_ablation,student_alpha_*_temp_0.05_*"], StudyConfig())
     validate(cfg)
     study = Study(cfg)
     forced = sorted(n for n, r in study.runs.items() if study.forced(r))
-    logit = [n for n in SMOKE_RUNS if "_logit_" in n]
-    assert forced == sorted(BANK_RUNS + logit) and len(logit) == 4
+    tau = [n for n in SMOKE_RUNS if "_temp_0.05_" in n]
+    assert forced == sorted(BANK_RUNS + tau) and len(tau) == 1
     assert parse_args(args + ["--force-retrain"], StudyConfig()).force_retrain is True
     assert parse_args(args + ["--force-retrain", "--no-force-retrain"], StudyConfig()).force_retrain is False
     with pytest.raises(ValueError, match="--force-retrain 'student_nope' names no stage"):
@@ -278,7 +280,7 @@ def test_force_retrain_names_stages_and_run_patterns(tmp_path):
 def test_stage_description_uses_the_configured_values():
     from lwsupcrd.show import describe
 
-    runs = [r for r in build_runs(dict(PRESETS["quick"], seed=0)) if r.stage == "lwsupcrd"]
+    runs = [r for r in build_runs(dict(PRESETS["quick"], seed=0, alpha_modes=("weight", "logit"))) if r.stage == "lwsupcrd"]
     text = describe(runs)
     assert "resnet8, 4 epochs, adam lr 0.002" in text and "(5, 10, 0.07, logit)" in text
 
