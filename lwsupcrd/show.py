@@ -67,8 +67,11 @@ def describe(runs: list) -> str:
     if not runs:
         return "*(no run of this stage was selected)*"
     c = runs[0].cfg
+    if c["method"] == "published":
+        return f"*{len(runs)} run(s): {c['arch']} read from `{Path(c['checkpoint']).name}`, not trained*"
+    head = c["proj_head"] + (f" {c['proj_hidden']}" if c.get("proj_hidden") else "")
     text = (f"*{len(runs)} run(s): {c['arch']}, {c['epochs']} epochs, {c['optimizer']} lr {c['lr']:g}, weight decay "
-            f"{c['weight_decay']:g}, {c['schedule']} schedule, batch {c['batch_size']}, {c['proj_head']} projection "
+            f"{c['weight_decay']:g}, {c['schedule']} schedule, batch {c['batch_size']}, {head} projection "
             f"head, seeds {sorted({r.cfg['seed'] for r in runs})}")
     if any(r.cfg["method"] == "standard" for r in runs):
         from .benchmark import ROWS, row_of

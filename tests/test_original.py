@@ -324,3 +324,33 @@ def test_hub_teacher_offline_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="cannot download the teacher edadaltocg/resnet50_cifar100.*--teacher-checkpoint PATH"):
         validate(cfg)
     assert not list(tmp_path.rglob("*.bin"))
+
+
+@pytest.mark.slow
+def test_the_smoke_study_runs_from_a_file_in_the_hub_teachers_layout(tmp_path):
+    """`--teacher-checkpoint` with a ResNet-50 saved as the hub serves it: the teacher is read (its
+    accuracy measured with its own head), its head pre-trained, and a student distilled from it."""
+    import torchvision
+
+    from helpers import results_file, run_script
+    from lwsupcrd.data import write_cifar_like
+
+    torch.manual_seed(0)
+    ref = torchvision.models.resnet50(num_classes=100)
+    ref.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    ref.maxpool = nn.Identity()
+    torch.save(ref.state_dict(), tmp_path / "pytorch_model.bin")
+    data = write_cifar_like(tmp_path / "data", train_per_class=2, test_per_class=1)
+    centre = "student_alpha_1.0_beta_10.0_temp_0.07_resnet8_cifar100"
+    done = run_script("--preset", "smoke", "--pair", "resnet50-resnet8", "--teacher-checkpoint",
+                      tmp_path / "pytorch_model.bin", "--data-dir", data, "--out-dir", tmp_path / "out",
+                      "--only", centre, "--set", "bank_ablation=false", "--set", "bank_init_pair=false")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "teacher read from" in done.stdout and "(its own head)" in done.stdout
+    import json
+
+    runs = json.loads(results_file(tmp_path / "out").read_text())["runs"]
+    teacher = runs["teacher_resnet50_cifar100_published"]
+    assert teacher["config"]["method"] == "published" and "head_test_acc" in teacher["metrics"]
+    assert {"head_test_acc", "probe_test_acc"} <= set(runs[centre]["metrics"])
+    assert "teacher_resnet50_cifar100_published_with_projection" in runs
