@@ -188,8 +188,9 @@ def contrast(ctx, z_local, t_local, logits_local, batch, loss_name, class_aware:
     logits = gather(logits_local.float())
     probs = torch.softmax(logits, dim=1)
     port = ctx.bank is not None and cfg.get("bank_form") == "port"
-    if port:
-        ctx.bank.update_last_view(gather(batch.slots), t.detach(), logits)
+    if port:  # every rank's last view, in slot order
+        b = len(batch.labels)
+        ctx.bank.update_last_view(gather(batch.slots), gather(t_local[-b:].detach()), gather(logits_local[-b:].float()))
     bank_keys = bank_labels = bank_ids = bank_probs = None
     if ctx.bank is not None:
         bank_keys, bank_labels, bank_ids = ctx.bank.sample(cfg["bank_negatives"])
