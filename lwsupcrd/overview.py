@@ -3,7 +3,7 @@ results file alone, for either protocol. The notebook opens with them; they are 
 `plots/<results file's name>/`.
 
     accuracy.png     each method's score: a dot per seed, mean ± sd, floors and teacher as lines
-    comparisons.png  the comparisons that change one thing: paired differences, a dot per seed
+    comparisons.png  the declared comparisons: paired differences, a dot per seed, the 95 % CI and verdict
     curves.png       every method's training curves overlaid: mean over seeds, band min–max
     geometry.png     alignment against uniformity, mean ± sd over seeds on both axes
 """
@@ -11,12 +11,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .groups import Group, markdown_table, mean_std, paired
+from .comparisons import MARGIN, RULES, readme_table
+from .groups import Group, mean_std
 
 GUIDE = {
     "accuracy": "Each row a method, best first; grey dots are seeds, blue the mean ± sd. Read a gap between "
                 "two methods against the spread of their dots, and every method against the dashed lines.",
-    "comparisons": "Each row changes one thing; a row whose dots straddle zero is no evidence either way.",
+    "comparisons": f"Each row changes one thing; the bar is the 95 % CI of the mean difference, the shaded band "
+                   f"±{MARGIN:g} points. A row is better or worse only when its Holm-corrected p is below 0.05 (its "
+                   f"verdict is printed beside it), shows no difference when the whole bar lies inside the band, "
+                   f"and is inconclusive otherwise, however far its dots lie from zero.",
     "curves": "Mean over seeds with a band from the lowest to the highest seed; look for methods that are "
               "still rising at the last epoch (undertrained) and for bands that overlap.",
     "geometry": "Lower is better on both axes; bars are ± sd over seeds. A method can be better aligned and "
@@ -39,18 +43,16 @@ def _conditions(results: dict, score: str) -> str:
 
 
 def _rows(results: dict):
-    """`(score key, score name, [(label, group)], references, comparisons, geometry space)` of a study."""
+    """`(score key, score name, [(label, group)], references, the declared family's rows, geometry space)`."""
     if _standard(results):
-        from .benchmark import ROWS, VANILLA, by_method
-        from .methods import COMPARISONS
+        from .benchmark import ROWS, VANILLA, by_method, family
 
         groups = by_method(results)
         students = [(ROWS[m], g) for m, g in groups.items() if m != "teacher"]
         refs = {name: groups[m].stats("test_acc")[0] for name, m in (("vanilla student", VANILLA), ("teacher", "teacher"))
                 if m in groups and groups[m].stats("test_acc")}
-        pairs = [(what, groups[a], groups[b]) for what, a, b in COMPARISONS if a in groups and b in groups]
-        return "test_acc", "top-1 of the student's own classifier, test split, last epoch", students, refs, pairs, \
-            "features"
+        return "test_acc", "top-1 of the student's own classifier, test split, last epoch", students, refs, \
+            family(results), "features"
     from .report import Report, label
 
     r = Report(results)
@@ -63,7 +65,7 @@ def _rows(results: dict):
         refs["random-init student floor"] = mean_std([f["random_student"] for f in floors.values()])[0]
     if r.teacher and r.teacher.stats(r.key):
         refs["teacher"] = r.teacher.stats(r.key)[0]
-    return r.key, r.measure, [(label(g), g) for g in scored], refs, r.questions(), "projection"
+    return r.key, r.measure, [(label(g), g) for g in scored], refs, r.family(), "projection"
 
 
 def _curves(students: list[tuple[str, Group]], standard: bool) -> dict[str, dict[str, list[list[float]]]]:
@@ -83,28 +85,18 @@ def overview(results: dict, plots_dir: Path) -> tuple[str, list[Path]]:
     with the conditions once, and the four comparative figures (those the results can draw)."""
     from . import plots
 
-    key, score, students, refs, pairs, space = _rows(results)
+    key, score, students, refs, family, space = _rows(results)
     students = [(name, g) for name, g in students if g.stats(key) is not None]
     students.sort(key=lambda item: -item[1].stats(key)[0])
     if not students:
         return "*No student has a score yet: the answer appears once the runs below have finished.*", []
-    metric = "top-1" if key == "test_acc" else "probe accuracy"
+    metric = {"test_acc": "top-1", "probe_test_acc": "probe accuracy"}.get(key, "test accuracy")
     figures, lines = [], []
     figures.append(plots.accuracy_figure([(name, g.by_seed(key)) for name, g in students], refs,
                                          f"{results['settings']['dataset']}: {score}", plots_dir / "accuracy.png"))
-    forest, table = [], []
-    for what, a, b in pairs:
-        diffs, p = paired(a, b, key)
-        if not diffs:
-            continue
-        mean, sd = mean_std(list(diffs.values()))
-        forest.append((what, diffs))
-        verdict = ("one seed: no test" if p is None else "no significant difference" if p >= 0.05
-                   else "higher" if mean > 0 else "lower")
-        table.append([what, f"{mean:+.2f} ± {sd:.2f}", "–" if p is None else f"{p:.3f}",
-                      f"{sum(d > 0 for d in diffs.values())} of {len(diffs)}", verdict])
-    if forest:
-        figures.append(plots.forest_figure(forest, metric, plots_dir / "comparisons.png"))
+    run = [r for r in family if r["diffs"]]
+    if run:
+        figures.append(plots.forest_figure(run, metric, MARGIN, plots_dir / "comparisons.png"))
     curves = _curves(students, _standard(results))
     if curves:
         figures.append(plots.curves_overlay_figure(curves, plots_dir / "curves.png"))
@@ -119,10 +111,9 @@ def overview(results: dict, plots_dir: Path) -> tuple[str, list[Path]]:
     lines += [_conditions(results, score), "",
               f"Highest mean {metric}: {best[0]}, {best[1].fmt(key)}." + "".join(
                   f" {name.capitalize()}: {value:.2f}." for name, value in refs.items()), ""]
-    if table:
-        lines += [f"Comparisons that change one thing (Δ {metric}, run − reference, paired by seed; paired t-test "
-                  f"p; significant means p < 0.05):", "",
-                  markdown_table(["What changes", "Δ (pp), mean ± sd", "p", "Run ahead on", "Finding"], table), ""]
+    if run:
+        lines += [f"The declared comparisons (Δ {metric}, run − reference). {RULES}", "",
+                  readme_table(family, f"Δ {metric} (pp)"), ""]
     kinds = [p.stem for p in figures]
     lines += ["What to look for: " + " ".join(f"**{k}**: {GUIDE[k]}" for k in kinds if k in GUIDE)]
     return "\n".join(lines), figures

@@ -283,19 +283,29 @@ def accuracy_figure(rows: list[tuple[str, dict[int, float]]], references: dict[s
     return path
 
 
-def forest_figure(rows: list[tuple[str, dict[int, float]]], metric: str, path: Path) -> Path:
-    """Paired differences run − reference, one row per comparison: a dot per seed, the mean with
-    ± sd, and zero marked; `rows` are `(what changes, {seed: difference})`."""
+def forest_figure(rows: list[dict], metric: str, margin: float, path: Path) -> Path:
+    """The declared comparisons, run − reference: a grey dot per seed, the mean with its 95 %
+    confidence interval, zero and the ±`margin` band marked, and each row's verdict at its right;
+    `rows` are `comparisons.family` rows that were run."""
     import textwrap
 
-    fig = Figure(figsize=(8, 0.5 * len(rows) + 1.3))
+    fig = Figure(figsize=(9, 0.5 * len(rows) + 1.5))
     ax = fig.add_subplot()
-    _seed_rows(ax, rows, "D", "C3")
+    ax.axvspan(-margin, margin, color="0.9", zorder=0)
     ax.axvline(0, color="0.2", linewidth=1)
-    ax.set_yticks(range(len(rows)), [textwrap.fill(what, 60) for what, _ in rows], fontsize=8)
+    for y, r in enumerate(rows):
+        ax.plot(list(r["diffs"].values()), [y - 0.22] * len(r["diffs"]), "o", color="0.45", ms=3.5, zorder=2)
+        colour = {"better": "C2", "worse": "C3"}.get(r["verdict"], "C0")
+        if r["ci"] is not None:
+            ax.plot(r["ci"], [y, y], color=colour, linewidth=2, zorder=3)
+        ax.plot([r["mean"]], [y], "D", color=colour, ms=5, zorder=4)
+    ax.set_yticks(range(len(rows)), [textwrap.fill(r["what"], 60) for r in rows], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel(f"Δ {metric} (pp), run − reference: a grey dot per seed, red mean ± sd")
-    ax.set_title("comparisons that change one thing, paired by seed", fontsize=9)
+    right = ax.secondary_yaxis("right")
+    right.set_yticks(range(len(rows)), [r["verdict"] for r in rows], fontsize=8)
+    ax.set_xlabel(f"Δ {metric} (pp), run − reference: grey dots per seed (just above), mean with its 95 % CI; "
+                  f"band ±{margin:g}")
+    ax.set_title("the declared comparisons, paired by seed (verdicts: Holm-corrected, right)", fontsize=9)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
     return path
 

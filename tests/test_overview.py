@@ -1,10 +1,11 @@
 """The answer a study opens with: its comparative figures and findings, from the results file alone."""
 import json
+import statistics
 
 import pytest
 
 from helpers import ROOT
-from lwsupcrd.groups import groups_of, mean_std, paired
+from lwsupcrd.groups import groups_of
 from lwsupcrd.overview import overview
 
 EVIDENCE = ROOT / "results" / "evidence" / "comprehensive_results_resnet8_fashion-mnist.json"
@@ -21,13 +22,11 @@ def test_the_original_evidence_answers_with_its_paired_comparisons(tmp_path):
     assert [p.name for p in figures] == ["accuracy.png", "comparisons.png", "geometry.png"]  # no curves recorded
     assert all(p.stat().st_size > 10_000 for p in figures)
     groups = groups_of(results)
-    lw = groups["student_alpha_1.0_beta_10.0_temp_0.07_resnet8_fashion-mnist"]
-    control = groups["student_supcrd_unweighted_resnet8_fashion-mnist"]
-    diffs, p = paired(lw, control)
-    mean, sd = mean_std(list(diffs.values()))
-    row = finding_rows(text)["the logit weighting"]
-    assert row == [f"{mean:+.2f} ± {sd:.2f}", f"{p:.3f}", f"{sum(d > 0 for d in diffs.values())} of 3",
-                   "no significant difference" if p >= 0.05 else "higher" if mean > 0 else "lower"]
+    lw = groups["student_alpha_1.0_beta_10.0_temp_0.07_resnet8_fashion-mnist"].by_seed("probe_test_acc")
+    control = groups["student_supcrd_unweighted_resnet8_fashion-mnist"].by_seed("probe_test_acc")
+    diffs = [lw[s] - control[s] for s in sorted(lw)]
+    row = finding_rows(text)["the logit weighting (vs unweighted SupCRD)"]
+    assert row[0] == f"{sum(diffs) / 3:+.2f} ± {statistics.stdev(diffs):.2f}" and row[3:] == ["1 of 3", "inconclusive"]
     assert "seeds [0, 1, 2]" in text and "Preset `evidence`" in text and text.count("*Preset") == 1
 
 
@@ -53,16 +52,18 @@ def test_the_standard_protocol_draws_all_four_figures_and_names_each_finding(tmp
     text, figures = overview(standard_results(), tmp_path)
     assert [p.name for p in figures] == ["accuracy.png", "comparisons.png", "curves.png", "geometry.png"]
     rows = finding_rows(text)
-    assert rows["LW-SupCRD instead of KD"][0] == "-0.90 ± 0.10" and rows["LW-SupCRD instead of KD"][-1] == "lower"
-    assert rows["the logit weighting (vs unweighted SupCRD)"][2:] == ["2 of 3", "no significant difference"]
-    assert rows["distillation at all: LW-SupCRD instead of the vanilla student"][-1] == "higher"
+    assert rows["LW-SupCRD instead of KD"][0] == "-0.90 ± 0.10" and rows["LW-SupCRD instead of KD"][-1] == "worse"
+    # +0.0, +0.1, +0.2: the whole 95 % CI [-0.15, +0.35] lies within ±0.5
+    assert rows["the logit weighting (vs unweighted SupCRD)"][3:] == ["2 of 3", "no difference > 0.5 pp"]
+    assert rows["distillation at all: LW-SupCRD instead of the vanilla student"][-1] == "better"
+    assert rows["LW-SupCRD instead of DKD"] == ["–", "–", "–", "–", "not run"]  # declared, not run: still listed
     assert "Vanilla student: 80.00. Teacher: 90.00." in text
     assert "**curves**" in text and "**geometry**" in text
 
 
 def test_one_seed_says_no_test_and_no_scores_say_so(tmp_path):
     text, _ = overview(standard_results(seeds=(0,)), tmp_path)
-    assert finding_rows(text)["LW-SupCRD instead of KD"][-1] == "one seed: no test"
+    assert finding_rows(text)["LW-SupCRD instead of KD"][1:] == ["–", "–", "0 of 1", "inconclusive"]
     empty = standard_results()
     for entry in empty["runs"].values():
         entry["metrics"] = {}
