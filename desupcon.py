@@ -42,12 +42,12 @@
 FORCE_RETRAIN = False  # True: retrain every run; or a list of stages / run-name patterns, e.g. ["student_alpha_*"]
 FORCE_RETRAIN_BANK_ABLATION = False  # retrain only the memory-bank ablation runs
 PROTOCOL = "lwsupcrd"  # lwsupcrd: the original study | standard: CRD's CIFAR-100 distillation benchmark
-PRESET = "paper"  # paper | quick | evidence | smoke (standard protocol: paper | smoke)
+PRESET = "paper"  # paper | quick | evidence | smoke (standard protocol: paper | evidence | smoke)
 DATASET = None  # None: the preset's (cifar100); or cifar10, fashion-mnist
 DATA_DIR = "data"  # where the dataset lives (or is downloaded to)
 OUT_DIR = "."  # root of pth_models/, json_results/, plots/
 DEVICE = "auto"  # auto | cpu | cuda
-SEED = None  # None: the preset's (paper: 42; evidence: seeds 0, 1, 2)
+SEED = None  # None: the preset's (paper: 42; evidence: seeds 0 to 4)
 
 # %%
 import os
@@ -110,7 +110,8 @@ if config.list_runs:
 # %% [markdown]
 # ## Data
 # The whole training split is held on the device as one uint8 tensor; both augmented views
-# (4-pixel padded random crop, horizontal flip) are produced there batch by batch.
+# (4-pixel padded random crop, horizontal flip and, as the original, ColorJitter 0.2 unless
+# `color_jitter=0`) are produced there batch by batch.
 
 # %%
 try:
