@@ -85,9 +85,9 @@ if not ddp.main:
     sys.stdout = open(os.devnull, "w")  # rank 0 speaks and writes for the group
 try:
     runs = validate(config)
-except ValueError as err:
+    study = Study(config, runs)
+except (ValueError, StudyError, OSError) as err:
     stop(str(err))
-study = Study(config, runs)
 if not in_notebook():
     stop_on_sigterm()  # `kill <pid>` says what it kept, as Ctrl-C does
 print("settings:", study.settings)
@@ -118,11 +118,16 @@ try:
     study.load_data()
 except (DataError, ValueError) as err:
     stop(str(err))
+except KeyboardInterrupt:
+    stop("interrupted before any run started; nothing was changed")
 print(f"train: {tuple(study.train.images.shape)}, test: {tuple(study.test.images.shape)}")
 notice = study.other_code_notice()  # cached runs that other code trained, named before any work
 if notice:
     print(notice)
-study.measure_floors()  # raw pixels and a random-init student through the same probe: the floors
+try:
+    study.measure_floors()  # raw pixels and a random-init student through the same probe: the floors
+except KeyboardInterrupt:
+    stop("interrupted while measuring the floors, before any run; every finished run is kept")
 if study.standard:  # FLOPs of each run over the rate measured here
     print("\n".join(standard_estimate(study)))
 else:  # one timed step of the teacher and of a student, extrapolated
@@ -149,15 +154,19 @@ def run_stage(stage: str) -> None:
 # ## The answer
 # This cell trains every run of the configuration, or reads it from the cache (each run prints one line
 # when cached), then draws the comparative figures from the results file alone, also written to
-# `plots/<results file's name>/`: every method's score with a dot per seed; the comparisons that change
-# one thing, as paired differences; all students' training curves overlaid; and alignment against
-# uniformity. What each figure says is written under the findings.
+# `plots/<results file's name>/`: every method's score with a dot per seed; the declared comparisons,
+# each a paired difference with its 95 % confidence interval and its verdict (Holm-corrected over the
+# family); all students' training curves overlaid; and alignment against uniformity. What each figure
+# says is written under the findings.
 
 # %%
 for stage in dict.fromkeys(study.runs[name].stage for name in study.order()):  # in the order they depend
     run_stage(stage)
 if ddp.main:  # rank 0 draws for the group
-    present(*overview(study.results, study.study_plots_dir))
+    try:
+        present(*overview(study.results, study.study_plots_dir))
+    except KeyboardInterrupt:
+        stop("interrupted while drawing the answer's figures; every run and the results file are kept")
 
 # %% [markdown]
 # ## The stages

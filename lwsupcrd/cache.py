@@ -21,6 +21,8 @@ PROBE_KEYS = ("probe_epochs",)  # change how a network is scored, not the networ
 
 
 def config_diff(old: dict, new: dict) -> list[str]:
+    if not isinstance(old, dict):
+        return [f"config: {type(old).__name__} -> dict"]
     keys = sorted(set(old) | set(new))
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 
@@ -66,6 +68,10 @@ class RunFiles:
         found = [p for p in self.models_dir.glob(f"{name}-*.pth") if pattern.fullmatch(p.name)]
         return sorted((p for p in found if p != self.checkpoint(name)), key=lambda p: p.stat().st_mtime, reverse=True)
 
+    def scores(self, name: str, cfg: dict) -> Path:
+        """Where the run's scores under other probe settings (`cfg`'s) are kept, beside its checkpoint."""
+        return self.models_dir / f"{self.key(name)}.scores-{short_hash(cfg)}.json"
+
     def lock(self, name: str) -> Path:
         return self.models_dir / f".{self.key(name)}.lock"
 
@@ -98,10 +104,10 @@ def recorded_code(path: Path) -> dict | None:
     """The code version a checkpoint records, read from its header (tensors are mapped, not read);
     None if the file cannot be read (the study names it when the run comes up)."""
     try:
-        ckpt = safe_load(path, mmap=True)
-        return ckpt.get("environment", {}).get("code") or {}
+        code = safe_load(path, mmap=True).get("environment", {}).get("code") or {}
     except (CheckpointError, AttributeError):
         return None
+    return code if isinstance(code, dict) else None
 
 
 def other_code_notice(other: dict[str, dict], code: dict, retrain: bool) -> str:
@@ -121,9 +127,8 @@ def read_cached(path: Path, cfg: dict, build_model: Callable[[dict], object], de
     `why` is "cached" when the checkpoint's scores can be reused as they are."""
     try:
         ckpt = load_checkpoint(path, map_location=device)
-    except CheckpointError as err:
-        print(f"{err}; retraining")
-        return None, None, str(err)
+    except CheckpointError as err:  # the study's "training (why)" line names it once
+        return None, None, f"{err}; retraining"
     diff = config_diff(_without_probe(ckpt["config"]), _without_probe(cfg))
     if diff:
         return None, None, "config changed (" + "; ".join(diff) + ")"
@@ -131,8 +136,7 @@ def read_cached(path: Path, cfg: dict, build_model: Callable[[dict], object], de
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
-        why = f"{path}: its weights do not fit the network ({str(err).strip().splitlines()[0][:300]})"
-        print(f"{why}; retraining")
+        why = f"{path}: its weights do not fit the network ({str(err).strip().splitlines()[0][:300]}); retraining"
         return None, None, why
     if ckpt["legacy"]:
         return model, ckpt, f"weights read from {path.name} (saved before run ids); scoring them again"

@@ -124,6 +124,9 @@ def safe_load(path: str | Path, map_location="cpu", mmap: bool = False) -> Any:
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path}: a directory stands where a checkpoint file should be")
+    if path.exists() and not path.is_file():  # a FIFO, socket or device: opening it could block forever
+        raise CheckpointError(f"{path}: not a regular file (a pipe, socket or device stands where a checkpoint "
+                              f"should be); move it away")
     try:
         with warnings.catch_warnings():  # a damaged header draws protocol warnings: the error below says it all
             warnings.simplefilter("ignore", UserWarning)

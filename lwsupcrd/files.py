@@ -3,6 +3,7 @@ one, never half of one) with the permissions the umask gives ordinary files, JSO
 and the provenance (library versions, machine, code version) recorded beside every result."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -31,7 +32,7 @@ def atomic_write(path: str | Path, write) -> None:
     `path`: a kill at any moment leaves either the old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX)
     os.close(fd)
     try:
         write(tmp)
@@ -47,14 +48,51 @@ def atomic_write(path: str | Path, write) -> None:
         raise
 
 
+TEMP_SUFFIX = ".tmp"
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Remove the temporary files that killed writers left in `folder` (`atomic_write`'s, named with
+    the writer's pid), unless that process still lives. Returns what was removed."""
+    removed = []
+    for tmp in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        parts = tmp.name.rsplit(".", 3)  # .<name>.<pid>.<random>.tmp
+        pid = parts[1] if len(parts) == 4 and parts[1].isdigit() else None
+        if pid is not None and _alive(int(pid)):
+            continue
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 def save_torch(path: str | Path, obj: Any) -> None:
     """torch.save through atomic_write, via a Python file object: a full disk is then an OSError
     (ENOSPC) naming the file, not an opaque error from the zip writer."""
     def write(tmp):
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            try:
+                torch.save(obj, f)
+            except RuntimeError as err:  # torch's zip writer reports a short write (a full disk) this way
+                raise OSError(errno.EIO, f"torch could not write it, the disk may be full ({_first(err)})") from None
 
     atomic_write(path, write)
+
+
+def _first(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0][:200]
 
 
 def _json_safe(obj: Any) -> Any:
@@ -70,6 +108,25 @@ def _json_safe(obj: Any) -> Any:
 def write_json(path: str | Path, obj: Any) -> None:
     text = json.dumps(_json_safe(obj), indent=2, allow_nan=False)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n"))
+
+
+def read_results(path: str | Path) -> dict:
+    """A results file, checked for its shape (settings and runs, each run an object); anything else
+    is one ValueError line naming the file."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{path}: not a regular file")
+    try:
+        data = json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file (it is not UTF-8)") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not JSON ({err.msg}, line {err.lineno})") from None
+    if not (isinstance(data, dict) and isinstance(data.get("settings"), dict) and isinstance(data.get("runs"), dict)
+            and all(isinstance(e, dict) and isinstance(e.get("config"), dict) for e in data["runs"].values())):
+        raise ValueError(f"{path}: not a results file (it needs an object with settings and runs, each run an "
+                         f"object with its config)")
+    return data
 
 
 def write_text(path: str | Path, text: str) -> None:

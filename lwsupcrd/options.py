@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import fnmatch
 import json
 import os
@@ -164,6 +165,13 @@ def parse_override(preset: str, text: str, protocol: str = "lwsupcrd") -> tuple[
 
 
 # ---------------------------------------------------------------- command line
+class OneLineParser(argparse.ArgumentParser):
+    """A bad flag is one line (and exit code 2), not argparse's usage block before it."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (python desupcon.py --help lists every option)\n")
+
+
 def in_notebook() -> bool:
     return "ipykernel" in sys.modules and "IPython" in sys.modules
 
@@ -173,7 +181,7 @@ def parse_args(argv: list[str] | None, defaults: StudyConfig) -> StudyConfig:
     kernel sys.argv belongs to the kernel: flags then come from $LWSUPCRD_ARGS only."""
     if argv is None:
         argv = shlex.split(os.environ.get("LWSUPCRD_ARGS", "")) if in_notebook() else sys.argv[1:]
-    p = argparse.ArgumentParser(prog="desupcon.py", description="Run the LW-SupCRD study.")
+    p = OneLineParser(prog="desupcon.py", description="Run the LW-SupCRD study.")
     for f in fields(StudyConfig):
         if "help" not in f.metadata:
             continue
@@ -218,7 +226,7 @@ def _at_least(low, optional: bool = False):
             f"an integer >= {low}" + (" or none" if optional else ""))
 
 
-_POSITIVE = (lambda v: v > 0, "a number > 0")
+_POSITIVE = (lambda v: 0 < v < math.inf, "a finite number > 0")
 _NON_NEGATIVE = (lambda v: v >= 0, "a number >= 0")
 _SEED = (lambda v: SEED_RANGE[0] <= v <= SEED_RANGE[1], f"an integer in [{SEED_RANGE[0]}, {SEED_RANGE[1]}]")
 # each setting's allowed values: (check, what it takes); every setting of every preset has a rule (a test checks)
@@ -317,22 +325,30 @@ def validate(cfg: StudyConfig) -> list[Run]:
     names = [r.name for r in runs] + [r.base for r in runs]
     for name in cfg.only or []:
         if name not in names:
-            raise ValueError(f"unknown run {name!r}; --list prints the {len(names)} runs of this preset")
+            raise ValueError(f"unknown run {name!r}; --list prints the {len(runs)} runs of this preset")
     if isinstance(cfg.force_retrain, (list, tuple)):
         for pattern in cfg.force_retrain:
             if pattern not in stages and not fnmatch.filter(names, pattern):
                 raise ValueError(f"--force-retrain {pattern!r} names no stage ({', '.join(stages)}) and matches no "
                                  f"run of this preset (--list)")
-    out = Path(cfg.out_dir)
+    _check_writable(Path(cfg.out_dir))
+    return runs
+
+
+def _check_writable(out: Path) -> None:
+    """The out-dir (or, if it does not exist yet, the folder it will be made in) takes files; nothing
+    is created here, so a study stopped by bad input leaves no empty folders."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"out-dir {out}: {existing} is not a folder")
+    probe = existing / f".lwsupcrd-write-test.{os.getpid()}"
     try:
-        for sub in ("pth_models", "json_results/training_logs", "plots"):
-            (out / sub).mkdir(parents=True, exist_ok=True)
-        probe = out / "json_results" / f".write_test.{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:
         raise ValueError(f"out-dir {out} is not writable: {err.strerror or err}") from None
-    return runs
 
 
 def _check_teacher_file(cfg: StudyConfig, s: dict) -> None:

@@ -14,7 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-from .files import file_sha256, write_text
+from .files import file_sha256, read_results, write_text
 from .comparisons import MARGIN, readme_table
 from .report import Report, build_report, label
 
@@ -106,7 +106,7 @@ def standard_block(results: dict, source: str) -> str:
 
 def regenerate_standard(results_path: Path, root: Path = ROOT) -> list[Path]:
     source = results_path.resolve().relative_to(root.resolve()).as_posix()
-    results = json.loads(results_path.read_text())
+    results = read_results(results_path)
     written = []
     for doc, begin, end, section in ((README, STANDARD_BEGIN, STANDARD_END, standard_summary(results, source)),
                                      (BENCHMARK_DOC, BLOCK_BEGIN, BLOCK_END, standard_block(results, source))):
@@ -116,7 +116,7 @@ def regenerate_standard(results_path: Path, root: Path = ROOT) -> list[Path]:
 
 
 def update_results_section(readme: Path, results_path: Path) -> None:
-    section = readme_section(json.loads(results_path.read_text()), results_path.as_posix())
+    section = readme_section(read_results(results_path), results_path.as_posix())
     write_text(readme, _replace(readme.read_text(), README_BEGIN, README_END, section, readme))
 
 def _replace(text: str, begin: str, end: str, section: str, where: Path) -> str:
@@ -130,7 +130,7 @@ def regenerate(results_path: Path, root: Path = ROOT) -> list[Path]:
     """Every generated part from this results file (a path inside the repository): the results
     section of docs/results.md, the README's answer and its figure. Returns the files written."""
     source = results_path.resolve().relative_to(root.resolve()).as_posix()
-    results = json.loads(results_path.read_text())
+    results = read_results(results_path)
     if results["settings"].get("protocol") == "standard":
         return regenerate_standard(results_path, root)
     update_results_section(root / RESULTS_DOC, results_path)

@@ -13,13 +13,12 @@ columns) and the L2-normalised backbone features (what the linear probe reads).
 """
 from __future__ import annotations
 
-import json
 import sys
 from collections import Counter
 from pathlib import Path
 
 from .code import code_of, versions_section
-from .files import write_text
+from .files import read_results, write_text
 from .comparisons import HEADER, ORIGINAL, RULES, family, table_rows
 from .groups import Group, base_name, groups_of, headline, markdown_table, paired_delta
 from .losses import onehot_teacher_beta
@@ -310,7 +309,7 @@ def build_report(results: dict) -> str:
 
 def write_report(results_path: str | Path) -> Path:
     results_path = Path(results_path)
-    results = json.loads(results_path.read_text())
+    results = read_results(results_path)
     path = results_path.with_suffix(".md")
     if results["settings"].get("protocol") == "standard":
         from .benchmark import build_standard_report
@@ -335,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             from .readme import update_results_section
 
             update_results_section(readme, Path(argv[0]))
-    except (OSError, json.JSONDecodeError, KeyError) as err:
+    except (OSError, ValueError, KeyError) as err:
         print(f"error: cannot build the report from {argv[0]}: {err}", file=sys.stderr)
         return 2
     print(path.read_text())

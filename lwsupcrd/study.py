@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -16,10 +17,10 @@ from . import distributed
 from .cache import RunFiles, other_code_notice, other_config_note, read_cached, recorded_code, short_hash
 from .checkpoint import save_checkpoint, weights_sha256
 from .code import code_version
-from .files import environment, write_json
+from .files import environment, remove_stale_temps, write_json
 from .groups import aggregate
 from .data import DataError, Split, balanced_subset, dataset_info, load_split
-from .locks import file_lock
+from .locks import file_lock, holder
 from .machine import resolve_device
 from .models import ModelWrapper
 from .options import StudyConfig
@@ -60,6 +61,9 @@ class Study:
         self.code = code_version()
         self.other_code: dict[str, dict] = {}  # cached runs trained by other code: name -> their version
         self.results = self._read_results()
+        for folder in (self.files.models_dir, self.files.logs_dir, self.results_path.parent, self.plots_dir):
+            for tmp in remove_stale_temps(folder):
+                print(f"removed {tmp}, left by a killed writer")
         self.touched: set[str] = set()
         self.full_train: Split | None = None
         self.splits: dict[tuple, Split] = {}
@@ -76,8 +80,10 @@ class Study:
                 raise DataError(f"{s['dataset']} images have shape {tuple(split.images.shape[1:])}, expected "
                                 f"{(self.info.channels, self.info.size, self.info.size)}")
         train_size = min(len(full), s["train_subset"] or len(full))
-        if s["batch_size"] > train_size:
-            raise ValueError(f"batch size {s['batch_size']} exceeds the training set ({train_size} images)")
+        for key in ("batch_size", "student_batch_size"):
+            if (s.get(key) or 0) > train_size:
+                raise ValueError(f"{key.replace('_', ' ')} {s[key]} exceeds the training split this study draws "
+                                 f"({train_size} images of {full.source})")
         if s["bank_negatives"] > train_size:
             raise ValueError(f"bank negatives {s['bank_negatives']} exceed the bank size (one slot per training "
                              f"image: {train_size})")
@@ -151,6 +157,7 @@ class Study:
         """Run these in order, but skip past a run another process holds and come back to it, so
         that several processes sharing the out-dir work through the study together."""
         pending = [n for n in names if n not in self.models]
+        said: set[str] = set()
         while pending:
             progressed = False
             for name in list(pending):
@@ -158,6 +165,12 @@ class Study:
                     pending.remove(name)
                     progressed = True
             if pending and not progressed:
+                for name in pending[:1]:
+                    lock = self.files.lock(name)
+                    if name not in said:
+                        print(f"waiting for {name}: another process holds {lock} (pid {holder(lock)}); Ctrl-C stops "
+                              f"waiting, every finished run is kept")
+                        said.add(name)
                 time.sleep(0.5)
 
     def run(self, name: str, wait: bool = True) -> ModelWrapper | None:
@@ -237,27 +250,53 @@ class Study:
         return read_cached(path, cfg, self._model, self.device)
 
     def _rescore(self, run: Run, cfg: dict, path: Path, model: ModelWrapper, ckpt: dict) -> dict:
-        """Score a cached network again (its training metrics kept) and save it under its id."""
+        """Score a cached network again, its training metrics kept. A legacy file's run is saved under
+        its id; the scores of a checkpoint for other probe settings go beside it, keyed by these
+        settings (`RunFiles.scores`), so that the checkpoint itself is never rewritten."""
         training = {k: v for k, v in ckpt["metrics"].items()
                     if k in ("train_seconds", "best_test_acc", "best_epoch") or k.startswith("w.")}
+        scores = self.files.scores(run.name, cfg)
+        if not ckpt["legacy"]:
+            try:
+                saved = json.loads(scores.read_text())
+                if saved.get("config") == cfg and saved.get("weights_sha256") == ckpt["weights_sha256"]:
+                    return {**ckpt, "config": cfg, "metrics": saved["metrics"]}
+            except (OSError, ValueError, AttributeError):
+                pass
         metrics = {**training, **self.evaluate(run, cfg, model)}
+        if not ckpt["legacy"]:
+            write_json(scores, {"config": cfg, "weights_sha256": ckpt["weights_sha256"], "metrics": metrics})
+            return {**ckpt, "config": cfg, "metrics": metrics}
         extra = {k: ckpt[k] for k in ("teacher_projection", "method_state") if k in ckpt}
-        env = ckpt.get("environment") or {}
-        if ckpt["legacy"]:
-            env = {**env, "code": {"fingerprint": None, "git": env.get("git_sha", "unknown")}}
+        env = {**(ckpt.get("environment") or {})}
+        env["code"] = {"fingerprint": None, "git": env.get("git_sha", "unknown")}
         return save_checkpoint(self.files.checkpoint(run.name), ckpt["state_dict"], cfg, metrics, env=env, extra=extra)
 
     def _read_results(self) -> dict:
-        """The results file on disk if it belongs to these settings, else an empty one (a file for
-        other settings, or an unreadable one, is replaced at the next save)."""
+        """The results file on disk if it belongs to these settings, else an empty one. A damaged
+        file (not JSON, or not a results file's shape) is set aside under a `.damaged-<time>` name,
+        never overwritten; a directory or pipe in its place stops the study (StudyError)."""
+        path = self.results_path
+        if path.exists() and not path.is_file():
+            raise StudyError(f"{path}: not a regular file where the results file should be; move it away and "
+                             f"rerun (every finished run is kept)")
         try:
-            data = json.loads(self.results_path.read_text())
-            if data.get("settings") == self.settings:
-                return data
+            data = json.loads(path.read_text())
         except FileNotFoundError:
-            pass
-        except (OSError, json.JSONDecodeError):
-            print(f"results file {self.results_path} is unreadable; starting a new one")
+            return {"settings": self.settings, "runs": {}}
+        except (OSError, ValueError) as err:  # ValueError: bad JSON, and bytes that are not UTF-8
+            return self._set_aside(f"unreadable ({type(err).__name__})")
+        if not (isinstance(data, dict) and isinstance(data.get("runs"), dict) and isinstance(data.get("settings"), dict)
+                and all(isinstance(e, dict) for e in data["runs"].values())):
+            return self._set_aside("not a results file (no settings and runs)")
+        return data if data["settings"] == self.settings else self._set_aside("for other settings")
+
+    def _set_aside(self, why: str) -> dict:
+        kept = self.results_path.with_name(f"{self.results_path.stem}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+                                           f"{self.results_path.suffix}")
+        os.replace(self.results_path, kept)
+        print(f"results file {self.results_path} is {why}: kept as {kept.name}; starting a new one (every run is "
+              f"read again from its checkpoint)")
         return {"settings": self.settings, "runs": {}}
 
     def save_results(self) -> None:

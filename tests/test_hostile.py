@@ -1,0 +1,195 @@
+"""The breaks a hostile user found (issue "No input ends in a traceback"), one test each: files
+that are not what they claim, damaged results files, bad input that started work, and messages
+that misled. Each failed on the code before its fix."""
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import ROOT
+from lwsupcrd.cache import RunFiles, config_diff, other_config_note, read_cached, recorded_code
+from lwsupcrd.checkpoint import CheckpointError, safe_load
+from lwsupcrd.files import read_results, remove_stale_temps, save_torch
+from lwsupcrd.locks import LockError, file_lock, holder
+from lwsupcrd.options import StudyConfig, parse_args, validate
+
+
+def test_a_pipe_where_a_checkpoint_should_be_is_named_and_never_opened(tmp_path):
+    """Opening a FIFO for reading blocks until a writer comes: the file is refused before it is
+    opened. A writer thread stands ready, so a reader that did open it would not hang this test."""
+    fifo = tmp_path / "student-0123456789.pth"
+    os.mkfifo(fifo)
+    opened = threading.Event()
+
+    def writer():
+        fd = os.open(fifo, os.O_WRONLY)  # returns once a reader opens the pipe
+        opened.set()
+        os.close(fd)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        safe_load(fifo)
+    assert not opened.is_set()
+    release = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader at last: the writer's open returns
+    thread.join()
+    os.close(release)
+
+
+def test_a_checkpoint_header_of_the_wrong_shape_is_no_traceback(tmp_path):
+    torch.save({"environment": {"code": "x"}}, tmp_path / "a.pth")
+    assert recorded_code(tmp_path / "a.pth") is None
+    assert config_diff([1, 2], {"a": 1}) == ["config: list -> dict"]
+    from lwsupcrd.protocol import Run
+
+    files = RunFiles(tmp_path, {"run": Run("run", "teacher", {"a": 1})}, lambda run: run.cfg)
+    files.models_dir.mkdir()
+    torch.save({"config": [1, 2]}, files.models_dir / "run-0123456789.pth")
+    assert other_config_note(files, "run", {"a": 1}).startswith("no checkpoint for this config")
+
+
+def test_a_damaged_checkpoint_is_named_once(tmp_path, capsys):
+    path = tmp_path / "x.pth"
+    path.write_bytes(b"not a checkpoint")
+    model, ckpt, why = read_cached(path, {}, lambda cfg: None, "cpu")
+    assert model is None and str(path) in why and why.endswith("retraining")
+    assert capsys.readouterr().out == ""  # the study's "training (why)" line is the only one
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe{}", b"[]", b'"text"', b'{"settings": [], "runs": []}',
+                                     b'{"settings": {}, "runs": []}', b'{"settings": {}, "runs": {"a": 1}}'])
+def test_a_damaged_results_file_is_one_line_for_the_generators(tmp_path, content):
+    path = tmp_path / "r.json"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=str(path)):
+        read_results(path)
+    for module in ("lwsupcrd.readme", "lwsupcrd.report"):
+        done = subprocess.run([sys.executable, "-m", module, str(path)], capture_output=True, text=True, cwd=ROOT)
+        assert done.returncode == 2 and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def smoke_study(tmp_path, *args):
+    from lwsupcrd.study import Study
+
+    cfg = parse_args(["--preset", "smoke", "--out-dir", str(tmp_path), *args], StudyConfig())
+    return Study(cfg, validate(cfg))
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe{}", b"[]", b'{"settings": {}, "runs": []}'])
+def test_a_damaged_results_file_is_set_aside_not_overwritten(tmp_path, content, capsys):
+    first = smoke_study(tmp_path)
+    first.results_path.parent.mkdir(parents=True, exist_ok=True)
+    first.results_path.write_bytes(content)
+    study = smoke_study(tmp_path)
+    assert study.results["runs"] == {} and not study.results_path.exists()
+    kept = list(study.results_path.parent.glob("*.damaged-*.json"))
+    assert len(kept) == 1 and kept[0].read_bytes() == content
+    assert "kept as" in capsys.readouterr().out
+
+
+def test_a_directory_where_the_results_file_should_be_stops_before_work(tmp_path):
+    from lwsupcrd.study import StudyError
+
+    study = smoke_study(tmp_path)
+    study.results_path.mkdir(parents=True)
+    with pytest.raises(StudyError, match="not a regular file where the results file should be"):
+        smoke_study(tmp_path)
+
+
+def test_a_torch_writer_error_names_the_file(tmp_path, monkeypatch):
+    def full_disk(obj, f):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 576 vs 512")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError) as err:
+        save_torch(tmp_path / "x.pth", {"a": 1})
+    assert err.value.filename == str(tmp_path / "x.pth") and "disk may be full" in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_writers_temp_files_go_and_a_live_ones_stay(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".x.pth.{dead.stdout.strip()}.abcd1234.tmp"
+    live = tmp_path / f".y.pth.{os.getpid()}.abcd1234.tmp"
+    for path in (stale, live):
+        path.write_text("half")
+    assert remove_stale_temps(tmp_path) == [stale]
+    assert live.exists() and not stale.exists()
+
+
+def one_line_error(*args):
+    done = subprocess.run([sys.executable, str(ROOT / "desupcon.py"), *args], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "TQDM_DISABLE": "1"})
+    return done.returncode, done.stderr.strip().splitlines()
+
+
+@pytest.mark.parametrize("args", [["--preset", "nosuch"], ["--epochs", "abc"], ["--device", "tpu"]])
+def test_argparse_errors_are_one_line(args):
+    rc, lines = one_line_error(*args, "--list")
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error:") and "usage:" not in lines[0]
+
+
+def test_an_infinite_learning_rate_is_refused_before_work(tmp_path):
+    cfg = parse_args(["--preset", "smoke", "--out-dir", str(tmp_path), "--set", "student_lr=inf"], StudyConfig())
+    with pytest.raises(ValueError, match="student_lr=inf is not allowed: student_lr takes a finite number > 0"):
+        validate(cfg)
+
+
+def test_an_unknown_run_names_the_number_that_list_prints(tmp_path):
+    cfg = parse_args(["--preset", "smoke", "--out-dir", str(tmp_path), "--only", "nosuch"], StudyConfig())
+    runs = len(validate(parse_args(["--preset", "smoke", "--out-dir", str(tmp_path)], StudyConfig())))
+    with pytest.raises(ValueError, match=f"--list prints the {runs} runs"):
+        validate(cfg)
+
+
+def test_bad_input_leaves_no_empty_folders(tmp_path):
+    out = tmp_path / "new" / "out"
+    validate(parse_args(["--preset", "smoke", "--out-dir", str(out)], StudyConfig()))
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_student_batch_larger_than_the_split_drawn_is_refused_before_training(tmp_path):
+    from lwsupcrd.data import write_cifar_like
+
+    data = write_cifar_like(tmp_path / "data", train_per_class=5, test_per_class=1)  # 500 images; the preset draws 1000
+    study = smoke_study(tmp_path / "out", "--data-dir", str(data), "--set", "student_batch_size=600")
+    with pytest.raises(ValueError, match="student batch size 600 exceeds the training split this study draws"):
+        study.load_data()
+
+
+def test_a_pipe_where_a_lock_should_be_is_refused(tmp_path):
+    os.mkfifo(tmp_path / "x.lock")
+    with pytest.raises(LockError, match="not a regular file"):
+        with file_lock(tmp_path / "x.lock"):
+            pass
+
+
+def test_a_waiting_study_says_whom_it_waits_for(tmp_path):
+    """A child holds the lock and says so; this process then waits, naming the child's pid, until the
+    child lets go (it does when its stdin closes): events, not timers."""
+    lock = tmp_path / "x.lock"
+    child = subprocess.Popen([sys.executable, "-c", f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+from lwsupcrd.locks import file_lock
+with file_lock({str(lock)!r}):
+    print("held", flush=True)
+    sys.stdin.read()
+"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    assert holder(lock) == str(child.pid)
+    said = []
+
+    def say(line):
+        said.append(line)
+        child.stdin.close()  # the message is out: let the child go
+
+    with file_lock(lock, say=say) as held:
+        assert held and holder(lock) == str(os.getpid())
+    child.wait()
+    assert said == [f"waiting for {lock}, held by pid {child.pid} (Ctrl-C stops waiting; every finished run is kept)"]
