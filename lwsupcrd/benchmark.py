@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import comparisons as family_of
 from .groups import Group, groups_of, markdown_table
-from .methods import METHODS, PAIRS, PUBLISHED_TEACHERS
+from .methods import METHODS, PAIRS, PUBLISHED_TEACHERS, dkd_beta
 
 ROWS = {"teacher": "Teacher", **{name: m.label for name, m in METHODS.items()}}
 VANILLA = next(name for name, m in METHODS.items() if not m.needs_teacher)  # the floor of every distilled student
@@ -94,6 +94,13 @@ def standard_table(all_results: list[dict], conditions_of: bool = True) -> str:
     notes = [f"- {conditions(r)}" for r in all_results] if conditions_of else []
     sources = sorted({m.source for m in METHODS.values() if m.published})
     departures = [f"- {m.label}: {m.ours}." for m in METHODS.values() if m.ours]
+    betas = []
+    for groups, pair, _ in columns:
+        rule, why = dkd_beta(pair)
+        ran = groups["dkd"].config.get("dkd_beta") if "dkd" in groups else None
+        betas.append(f"{pair}: β {rule:g} ({why})" if ran in (None, rule) else
+                     f"{pair}: these runs used β {ran:g}, before β was set per pair (today's rule: {rule:g}, {why})")
+    departures.append("- DKD's β per pair — " + "; ".join(betas) + ".")
     return "\n".join(lines + [""] + notes + [
         "- ours: top-1 (%) of the student's own classifier on the test split at the last epoch, mean ± std "
         "over seeds (n given when > 1); published: theirs, read from " + "; ".join(sources) + " (teachers and "

@@ -104,6 +104,43 @@ def plain(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} cannot go into a checkpoint: store plain values")
 
 
+def seal(state: dict) -> dict:
+    """A resume state with a checksum over everything it restores (`open_sealed` checks it); the
+    state itself is saved as it is (a scheduler's Counter stays a Counter)."""
+    return {**state, "sha256": content_sha256(state)}
+
+
+def _first_non_finite(obj, where: str = "") -> str | None:
+    if isinstance(obj, torch.Tensor):
+        return where if obj.is_floating_point() and not bool(torch.isfinite(obj).all()) else None
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return None
+    for k, v in items:
+        found = _first_non_finite(v, f"{where}.{k}" if where else str(k))
+        if found:
+            return found
+    return None
+
+
+def open_sealed(path: str | Path) -> dict:
+    """A resume state written by `seal`, read onto the CPU: its checksum must match and every
+    floating-point value be finite, or one CheckpointError names the file and the fault."""
+    state = safe_load(path, map_location="cpu")
+    if not isinstance(state, dict) or not isinstance(state.get("sha256"), str):
+        raise CheckpointError(f"{path}: a resume state without a checksum (written by older code, or not one)")
+    body = {k: v for k, v in state.items() if k != "sha256"}
+    if content_sha256(body) != state["sha256"]:
+        raise CheckpointError(f"{path}: its checksum does not match, the file was damaged or changed")
+    bad = _first_non_finite(body)
+    if bad:
+        raise CheckpointError(f"{path}: {bad} holds non-finite values")
+    return body
+
+
 def save_checkpoint(path: str | Path, state_dict: dict, config: dict, metrics: dict | None = None,
                     extra: dict | None = None, env: dict | None = None) -> dict:
     state_dict = _cpu(state_dict)

@@ -137,7 +137,7 @@ def _load_cifar(name: str, root: Path, split: str, download: bool) -> Split:
         try:
             data = np.asarray(batch["data"], dtype=np.uint8)
             images.append(data.reshape(-1, 3, 32, 32))
-            labels.extend(batch[label_key])
+            labels.extend(_integer_labels(batch[label_key], base / f))
         except (KeyError, ValueError) as err:
             raise DataError(f"cannot read {base / f}: unexpected content ({err})") from None
     meta = _read_pickle(base / meta_file)
@@ -147,6 +147,18 @@ def _load_cifar(name: str, root: Path, split: str, download: bool) -> Split:
     if len(images) != len(labels):
         raise DataError(f"{base}: {len(images)} images but {len(labels)} labels")
     return Split(images, labels, torch.arange(len(labels)), class_names, str(base))
+
+
+def _integer_labels(values, path: Path) -> list[int]:
+    """Class labels must be integers: a None, a string or a fraction is named, never cast."""
+    try:
+        values = list(values)
+    except TypeError:
+        raise DataError(f"{path}: the labels are not a list (got {type(values).__name__})") from None
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise DataError(f"{path}: label {i} is {v!r} ({type(v).__name__}); labels must be integers")
+    return [int(v) for v in values]
 
 
 def _read_idx(path: Path) -> np.ndarray:

@@ -51,6 +51,17 @@ def atomic_write(path: str | Path, write) -> None:
 TEMP_SUFFIX = ".tmp"
 
 
+def set_aside(path: str | Path) -> Path:
+    """Rename a damaged file out of the way, never deleting it: `x.json` -> `x.damaged-<time>.json`."""
+    import time
+
+    path = Path(path)
+    kept = path.with_name(f"{path.name.split('.')[0]}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+                          f"{''.join(path.suffixes)}")
+    os.replace(path, kept)
+    return kept
+
+
 def remove_stale_temps(folder: str | Path) -> list[Path]:
     """Remove the temporary files that killed writers left in `folder` (`atomic_write`'s, named with
     the writer's pid), unless that process still lives. Returns what was removed."""

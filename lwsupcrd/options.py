@@ -368,6 +368,6 @@ def _check_teacher_file(cfg: StudyConfig, s: dict) -> None:
     if s["teacher_checkpoint"]["sha256"] is None:
         raise ValueError(f"--teacher-checkpoint {path}: no such file")
     try:
-        load_teacher_file(path, s["teacher_arch"], DATASETS[s["dataset"]].num_classes)
+        load_teacher_file(path, s["teacher_arch"], DATASETS[s["dataset"]].num_classes, DATASETS[s["dataset"]].channels)
     except CheckpointError as err:
         raise ValueError(str(err)) from None

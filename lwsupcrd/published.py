@@ -75,22 +75,24 @@ def load_published(path: str | Path, arch: str, num_classes: int = 100) -> nn.Mo
     return _published_state(safe_load(path), path, arch, num_classes)
 
 
-def load_teacher_file(path: str | Path, arch: str, num_classes: int) -> nn.Module:
-    """The backbone `arch` from a teacher file: one of our checkpoints (its backbone) or a
-    RepDistiller one (`load_published`). A file that does not fit is one CheckpointError line."""
+def load_teacher_file(path: str | Path, arch: str, num_classes: int, in_channels: int = 3) -> nn.Module:
+    """The backbone `arch` from a teacher file: one of our checkpoints (its backbone), a RepDistiller
+    one (`load_published`) or a timm-layout one. A file that does not fit the architecture, the
+    classes or the dataset's channels is one CheckpointError line."""
     state = safe_load(path)
     if isinstance(state, dict) and state.get("format") == FORMAT:
         ckpt = load_checkpoint(path)
         if ckpt["config"].get("arch") != arch:
             raise CheckpointError(f"{path} holds a {ckpt['config'].get('arch')}, not a {arch}")
         state = {k[len("backbone."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("backbone.")}
-        return _published_state({to_reference(arch, k): v for k, v in state.items()}, path, arch, num_classes)
+        return _published_state({to_reference(arch, k): v for k, v in state.items()}, path, arch, num_classes,
+                                in_channels)
     if arch not in PUBLISHED_ARCHS + TIMM_ARCHS:
         raise CheckpointError(f"{path}: not an lwsupcrd checkpoint, and {arch} has no published format")
-    return _published_state(state, path, arch, num_classes)
+    return _published_state(state, path, arch, num_classes, in_channels)
 
 
-def _published_state(state, path, arch: str, num_classes: int) -> nn.Module:
+def _published_state(state, path, arch: str, num_classes: int, in_channels: int = 3) -> nn.Module:
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -99,7 +101,7 @@ def _published_state(state, path, arch: str, num_classes: int) -> nn.Module:
         state = {k[len("module."):]: v for k, v in state.items()}
     # the original's loader renames a timm head saved as `final_classifier` or `classifier` to `fc`
     state = {re.sub(r"^(final_classifier|classifier)\.", "fc.", k): v for k, v in state.items()}
-    model = create_model(arch, num_classes)
+    model = create_model(arch, num_classes, in_channels)
     ours = model.state_dict()
     mapped = {to_ours(arch, k): v for k, v in state.items()}
     untracked = [k for k in ours if k.endswith(".num_batches_tracked") and k not in mapped]
@@ -114,7 +116,8 @@ def _published_state(state, path, arch: str, num_classes: int) -> nn.Module:
         problems = [f"missing {_describe(missing)}" if missing else "",
                     f"unexpected {_describe(unexpected)}" if unexpected else "",
                     f"shape {_describe(shapes, 2)}" if shapes else ""]
-        raise CheckpointError(f"{path} does not fit {arch} with {num_classes} classes: "
+        raise CheckpointError(f"{path} does not fit {arch} with {num_classes} classes and {in_channels} input "
+                              f"channel{'s' if in_channels > 1 else ''}: "
                               + "; ".join(p for p in problems if p))
     model.load_state_dict(mapped)
     return model

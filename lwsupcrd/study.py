@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from . import distributed
 from .cache import RunFiles, other_code_notice, other_config_note, read_cached, recorded_code, short_hash
 from .checkpoint import save_checkpoint, weights_sha256
 from .code import code_version
-from .files import environment, remove_stale_temps, write_json
+from .files import environment, remove_stale_temps, set_aside, write_json
 from .groups import aggregate
 from .data import DataError, Split, balanced_subset, dataset_info, load_split
 from .locks import file_lock, holder
@@ -292,9 +291,7 @@ class Study:
         return data if data["settings"] == self.settings else self._set_aside("for other settings")
 
     def _set_aside(self, why: str) -> dict:
-        kept = self.results_path.with_name(f"{self.results_path.stem}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
-                                           f"{self.results_path.suffix}")
-        os.replace(self.results_path, kept)
+        kept = set_aside(self.results_path)
         print(f"results file {self.results_path} is {why}: kept as {kept.name}; starting a new one (every run is "
               f"read again from its checkpoint)")
         return {"settings": self.settings, "runs": {}}
@@ -372,7 +369,7 @@ class Study:
     def _read_teacher(self, run: Run, cfg: dict, path: Path, model: ModelWrapper):
         """A teacher read from a file instead of trained; its test accuracy is measured here, before
         any student trains."""
-        backbone = load_teacher_file(cfg["checkpoint"], cfg["arch"], cfg["num_classes"])
+        backbone = load_teacher_file(cfg["checkpoint"], cfg["arch"], cfg["num_classes"], cfg.get("in_channels", 3))
         model.backbone.load_state_dict(backbone.state_dict())
         metrics = self.evaluate(run, cfg, model)
         top1 = metrics.get("test_acc", metrics.get("head_test_acc"))

@@ -19,8 +19,8 @@ import torch
 import torch.nn as nn
 
 from . import distributed
-from .checkpoint import CheckpointError, rng_state, safe_load, set_rng_state
-from .files import save_torch
+from .checkpoint import CheckpointError, open_sealed, rng_state, seal, set_rng_state
+from .files import save_torch, set_aside
 from .data import DatasetInfo, Split, color_jitter_params, crop_flip, crop_flip_params
 from .distributed import all_reduce_sum, average_gradients, current
 from .memory_bank import MomentumMemoryBank
@@ -122,9 +122,10 @@ class Loop:
         The file is read onto the CPU whatever `device` the run trains on: RNG states must stay CPU
         byte tensors, and each load_state_dict moves its tensors to where the module lives."""
         try:  # on the CPU: RNG states must stay CPU byte tensors; load_state_dict moves the rest to the device
-            state = safe_load(path, map_location="cpu")
-        except CheckpointError as err:
-            print(f"[{self.name}] ignoring resume checkpoint: {err}")
+            state = open_sealed(path)
+        except CheckpointError as err:  # damaged, tampered with or non-finite: never trusted, never deleted
+            kept = set_aside(path)
+            print(f"[{self.name}] resume state not used: {err}; kept as {kept.name}; training from epoch 0")
             return 0
         if state.get("format") != RESUME_FORMAT or state.get("config") != self.cfg:
             print(f"[{self.name}] resume checkpoint {path} is for another config; starting afresh")
@@ -346,8 +347,7 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
                 if not bool(torch.isfinite(p).all()):
                     raise NonFiniteError(f"[{run_name}] parameter {name} became non-finite in epoch {epoch + 1}")
             if resume_path is not None and ddp.main:
-                state = loop.state(epoch + 1)
-                save_torch(resume_path, state)
+                save_torch(resume_path, seal(loop.state(epoch + 1)))
             distributed.barrier()
             if on_epoch is not None and ddp.main:
                 on_epoch(row)

@@ -55,7 +55,7 @@ def test_smoke_run_has_every_figure_and_metric(smoke):
         assert (out / "plots" / results_file(out).stem / figure).exists()  # the study's own figures
     assert (out / "plots" / "plotly.min.js").exists()
     report = report_file(out).read_text()
-    for heading in ("## Floors", "## Main results", "## α sweep", "α reading `logit`", "## β sweep", "## τ sweep",
+    for heading in ("## Floors", "## Main results", "## α sweep", "## β sweep", "## τ sweep", "## The declared comparisons",
                     "## Memory bank against matched controls", "## What the weights do"):
         assert heading in report
     assert "Align. proj. ↓" in report and "Align. backbone ↓" in report

@@ -70,12 +70,19 @@ def test_two_concurrent_studies_with_different_settings_keep_everything(smoke, t
 
 
 def test_probe_only_change_reprobes_without_retraining(three_runs):
+    """The cached network is probed again under the other settings; those scores go beside its
+    checkpoint, keyed by the settings, and the checkpoint itself is never rewritten."""
     data, out = three_runs
+    original = checkpoint_file(out, STUDENT).read_bytes()
     res = study(data, out, "--set", "probe_epochs=3")
     assert res.returncode == 0, res.stderr[-2000:]
     assert trained_runs(res.stdout) == [] and f"== {STUDENT}: probe settings changed" in res.stdout
-    ckpt = load_checkpoint(checkpoint_file(out, STUDENT))
-    assert ckpt["config"]["probe_epochs"] == 3
+    assert checkpoint_file(out, STUDENT).read_bytes() == original
+    scores = list((out / "pth_models").glob(f"{STUDENT}-*.scores-*.json"))
+    assert len(scores) == 1 and json.loads(scores[0].read_text())["config"]["probe_epochs"] == 3
+    back = study(data, out)
+    assert back.returncode == 0 and "probe settings changed" not in back.stdout
+    assert checkpoint_file(out, STUDENT).read_bytes() == original
 
 
 def test_a_code_change_is_named_run_by_run_and_retrained_on_request(three_runs, tmp_path):

@@ -193,3 +193,84 @@ with file_lock({str(lock)!r}):
         assert held and holder(lock) == str(os.getpid())
     child.wait()
     assert said == [f"waiting for {lock}, held by pid {child.pid} (Ctrl-C stops waiting; every finished run is kept)"]
+
+
+def tiny_fit(tmp_path, **kw):
+    """One resnet8 student on 64 random images, two epochs, resumable."""
+    from lwsupcrd.data import DATASETS, Split
+    from lwsupcrd.models import ModelWrapper
+    from lwsupcrd.train import fit
+
+    info = DATASETS["fashion-mnist"]
+    images = torch.randint(0, 256, (64, 1, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    train = Split(images, torch.arange(64) % 10, torch.arange(64), [str(i) for i in range(10)])
+    cfg = dict(method="supcon", arch="resnet8", num_classes=10, in_channels=1, proj_head="linear", epochs=2,
+               batch_size=32, optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="constant", temperature=0.07,
+               seed=0)
+    torch.manual_seed(0)
+    model = ModelWrapper.from_config(cfg)
+    history = fit("t", cfg, model, train, info, torch.device("cpu"), progress=False, **kw)
+    return model, history
+
+
+def interrupted_after_epoch_one(tmp_path):
+    from lwsupcrd.train import TrainingInterrupted
+
+    path = tmp_path / "t.resume.pth"
+    with pytest.raises(TrainingInterrupted):
+        tiny_fit(tmp_path, resume_path=path, on_epoch=lambda row: (_ for _ in ()).throw(KeyboardInterrupt()))
+    return path
+
+
+@pytest.mark.parametrize("damage", ["bit", "nan"])
+def test_a_damaged_resume_state_is_set_aside_and_the_run_starts_over(tmp_path, damage, capsys):
+    """One flipped bit in the middle of a tensor, or a NaN in the first convolution (checksum
+    recomputed): never resumed from, kept under another name, and the run ends where an
+    uninterrupted one does."""
+    from lwsupcrd.checkpoint import content_sha256
+
+    whole, _ = tiny_fit(tmp_path)
+    path = interrupted_after_epoch_one(tmp_path)
+    state = torch.load(path, weights_only=True)
+    if damage == "nan":
+        state["model"]["backbone.conv1.weight"][0, 0, 0, 0] = float("nan")
+        state["sha256"] = content_sha256({k: v for k, v in state.items() if k != "sha256"})
+        torch.save(state, path)
+    else:
+        raw = bytearray(path.read_bytes())
+        weight = state["model"]["backbone.layer1.0.conv1.weight"].numpy().tobytes()
+        at = bytes(raw).find(weight[:64]) + 32  # inside that tensor's bytes in the zip
+        raw[at] ^= 0x10
+        path.write_bytes(bytes(raw))
+    resumed, history = tiny_fit(tmp_path, resume_path=path)
+    out = capsys.readouterr().out
+    assert "resume state not used" in out and ("checksum does not match" in out or "non-finite" in out)
+    assert len(list(tmp_path.glob("t.damaged-*.resume.pth"))) == 1
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+
+
+@pytest.mark.parametrize("labels, says", [([None] * 10, "label 0 is None"), (["cat"] * 10, "label 0 is 'cat'"),
+                                          ([0.5] * 10, "label 0 is 0.5")])
+def test_labels_must_be_integers(tmp_path, labels, says):
+    import pickle
+
+    from lwsupcrd.data import DataError, load_split, write_cifar_like
+
+    data = write_cifar_like(tmp_path / "data", train_per_class=1, test_per_class=1, num_classes=10)
+    batch_file = data / "cifar-100-python" / "train"
+    batch = pickle.loads(batch_file.read_bytes())
+    batch["fine_labels"] = labels
+    batch_file.write_bytes(pickle.dumps(batch))
+    with pytest.raises(DataError, match=f"{batch_file}: {says}"):
+        load_split("cifar100", data, "train", download=False)
+
+
+def test_a_teacher_file_must_fit_the_datasets_channels(tmp_path):
+    from lwsupcrd.models import create_model
+    from lwsupcrd.published import reference_state
+
+    torch.save({"model": reference_state("resnet14", create_model("resnet14", 10))}, tmp_path / "t.pth")
+    cfg = parse_args(["--protocol", "standard", "--preset", "smoke", "--dataset", "fashion-mnist", "--out-dir",
+                      str(tmp_path), "--teacher-checkpoint", str(tmp_path / "t.pth")], StudyConfig())
+    with pytest.raises(ValueError, match="does not fit resnet14 with 10 classes and 1 input channel"):
+        validate(cfg)

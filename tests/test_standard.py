@@ -196,3 +196,18 @@ def test_comparisons_are_paired_by_seed_and_other_data_shows_no_published_column
     results["settings"]["dataset"] = "fashion-mnist"
     header = standard_table([results]).splitlines()[0]
     assert header == "| Method | resnet56 → resnet20 (fashion-mnist): ours |"  # CIFAR-100's numbers are not set beside it
+
+
+# DKD's beta in mdistiller's configs/cifar100/dkd/*.yaml (commit e8c5bb3; res32x4_res8x4.yaml sets none: the default, 8)
+MDISTILLER_DKD_BETA = {"resnet32x4-resnet8x4": 8.0, "wrn_40_2-wrn_16_2": 6.0, "wrn_40_2-wrn_40_1": 6.0,
+                       "resnet56-resnet20": 2.0, "resnet110-resnet32": 2.0}
+
+
+def test_dkd_runs_with_each_pairs_beta_and_says_where_it_comes_from():
+    from lwsupcrd.methods import dkd_beta
+
+    for pair, beta in MDISTILLER_DKD_BETA.items():
+        assert METHODS["dkd"].config(pair, 240)["dkd_beta"] == beta and "mdistiller's config" in dkd_beta(pair)[1]
+    assert METHODS["dkd"].config("resnet20-resnet8", 30)["dkd_beta"] == 2.0  # thin ResNets, stated
+    assert METHODS["dkd"].config("wrn_16_2-wrn_16_1", 30)["dkd_beta"] == 6.0
+    assert dkd_beta("resnet50-resnet18")[1].startswith("no mdistiller config")

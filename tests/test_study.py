@@ -19,7 +19,7 @@ def smoke_args(smoke, *extra):
 
 def test_smoke_writes_every_checkpoint_log_and_results(smoke):
     out = smoke["out"]
-    assert len(SMOKE_RUNS) == 25 and len(BANK_RUNS) == 5
+    assert len(SMOKE_RUNS) == 21 and len(BANK_RUNS) == 5
     assert sorted(trained_runs(smoke["first"].stdout)) == sorted(SMOKE_RUNS)
     for name in SMOKE_RUNS:
         ckpt = load_checkpoint(checkpoint_file(out, name))
