@@ -128,6 +128,8 @@ try:
     study.measure_floors()  # raw pixels and a random-init student through the same probe: the floors
 except KeyboardInterrupt:
     stop("interrupted while measuring the floors, before any run; every finished run is kept")
+except OSError as err:  # a full disk, a read-only folder: the results file was left as it was
+    stop(f"cannot write {err.filename or 'the results file'}: {err.strerror or err}; nothing was changed")
 if study.standard:  # FLOPs of each run over the rate measured here
     print("\n".join(standard_estimate(study)))
 else:  # one timed step of the teacher and of a student, extrapolated

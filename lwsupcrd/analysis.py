@@ -90,6 +90,21 @@ def figure_paths(plots_dir: Path, name: str) -> dict[str, Path]:
             "weights": plots_dir / f"{name}_weights.png"}
 
 
+def _training_log(path) -> dict | None:
+    """A run's training log, or None when it is missing or damaged (its figures are then skipped,
+    and a damaged one is named)."""
+    if not path.exists():
+        return None
+    try:
+        log = json.loads(path.read_text())
+        if isinstance(log, dict) and isinstance(log.get("epochs"), list) and all(isinstance(r, dict) for r in log["epochs"]):
+            return log
+    except (OSError, ValueError):
+        pass
+    print(f"training log {path} is damaged: its curves are not drawn (the run itself is unaffected)")
+    return None
+
+
 def analyze_run(study, run, model: ModelWrapper, cached: bool) -> None:
     """A run's geometry metrics into its entry of `study.results`, and its figures (the standard
     protocol: its curves only); skipped for a cached run whose metrics and figures exist, unless forced."""
@@ -98,9 +113,10 @@ def analyze_run(study, run, model: ModelWrapper, cached: bool) -> None:
     entry = study.results["runs"][run.name]
     figures = study.figure_paths(run.name)
     log_path = study.files.log(run.name)
-    if not log_path.exists():
+    log = _training_log(log_path)
+    if log is None:
         figures.pop("curves")
-    if not log_path.exists() or run.cfg["method"] != "lwsupcrd":
+    if log is None or run.cfg["method"] != "lwsupcrd":
         figures.pop("weights")
     standard = run.cfg.get("protocol") == "standard"
     if standard:  # geometry and curves only: the backbone's geometry, no t-SNE or hypersphere page
@@ -121,9 +137,9 @@ def analyze_run(study, run, model: ModelWrapper, cached: bool) -> None:
         metrics["hypersphere"] = plots.hypersphere_page(shown, names, run.name, figures["hypersphere"], cfg["seed"])
         plots.alignment_figure(shown, names, run.name, figures["alignment"], cfg["seed"])
     if "curves" in figures:
-        plots.curves_figure(json.loads(log_path.read_text()), figures["curves"])
+        plots.curves_figure(log, figures["curves"])
     if "weights" in figures:
-        plots.weights_figure(json.loads(log_path.read_text()), figures["weights"])
+        plots.weights_figure(log, figures["weights"])
     metrics["figures"] = {k: str(p.relative_to(study.out)) if p.is_relative_to(study.out) else str(p)
                           for k, p in figures.items()}
     metrics["seconds"] = time.perf_counter() - start

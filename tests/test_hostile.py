@@ -274,3 +274,41 @@ def test_a_teacher_file_must_fit_the_datasets_channels(tmp_path):
                       str(tmp_path), "--teacher-checkpoint", str(tmp_path / "t.pth")], StudyConfig())
     with pytest.raises(ValueError, match="does not fit resnet14 with 10 classes and 1 input channel"):
         validate(cfg)
+
+
+def test_a_damaged_training_log_skips_its_curves_with_one_line(tmp_path, capsys):
+    from lwsupcrd.analysis import _training_log
+
+    log = tmp_path / "run.json"
+    log.write_bytes(os.urandom(256))
+    assert _training_log(log) is None and "is damaged" in capsys.readouterr().out
+    log.write_text(json.dumps({"epochs": [{"epoch": 1, "loss": 1.0}]}))
+    assert _training_log(log)["epochs"][0]["loss"] == 1.0
+
+
+def test_fuzzed_resume_states_load_whole_or_are_named(tmp_path):
+    """Every one of 300 single-byte changes to a sealed resume state either leaves what it restores
+    unchanged or is one CheckpointError; none is resumed from in silence."""
+    import random
+
+    from lwsupcrd.checkpoint import content_sha256, open_sealed, seal
+
+    path = tmp_path / "r.resume.pth"
+    torch.manual_seed(0)
+    state = {"model": {"w": torch.randn(64, 16), "b": torch.zeros(16)}, "epoch": 3,
+             "rng": torch.randint(0, 255, (100,), dtype=torch.uint8), "history": [{"loss": 0.5}]}
+    torch.save(seal(state), path)
+    raw = path.read_bytes()
+    expected = content_sha256(state)
+    rng = random.Random(0)
+    named = 0
+    for _ in range(300):
+        data = bytearray(raw)
+        at = rng.randrange(len(data))
+        data[at] ^= 1 << rng.randrange(8)
+        path.write_bytes(bytes(data))
+        try:
+            assert content_sha256(open_sealed(path)) == expected
+        except CheckpointError:
+            named += 1
+    assert named > 0
