@@ -349,6 +349,11 @@ def _check_writable(out: Path) -> None:
         probe.unlink()
     except OSError as err:
         raise ValueError(f"out-dir {out} is not writable: {err.strerror or err}") from None
+    for sub in ("pth_models", "json_results", "json_results/training_logs", "plots"):
+        folder = out / sub
+        if folder.exists() and not (folder.is_dir() and os.access(folder, os.R_OK | os.W_OK | os.X_OK)):
+            raise ValueError(f"{folder} is not a folder this user can read and write (its permissions: "
+                             f"{oct(folder.stat().st_mode & 0o777)}); fix them and rerun")
 
 
 def _check_teacher_file(cfg: StudyConfig, s: dict) -> None:

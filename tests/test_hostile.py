@@ -312,3 +312,16 @@ def test_fuzzed_resume_states_load_whole_or_are_named(tmp_path):
         except CheckpointError:
             named += 1
     assert named > 0
+
+
+def test_an_unreadable_output_folder_is_named_before_work(tmp_path, monkeypatch):
+    """`chmod 000 pth_models` for a user without DAC override (these tests run as root, whom no mode
+    stops, so the permission check is made to answer as it would for such a user)."""
+    (tmp_path / "pth_models").mkdir()
+    (tmp_path / "pth_models").chmod(0)
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p).name == "pth_models" else real(p, mode))
+    cfg = parse_args(["--preset", "smoke", "--out-dir", str(tmp_path)], StudyConfig())
+    with pytest.raises(ValueError, match=r"pth_models is not a folder this user can read and write .*0o0"):
+        validate(cfg)
+    (tmp_path / "pth_models").chmod(0o755)
