@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,11 +46,23 @@ class Terminated(KeyboardInterrupt):
 
 
 def stop_on_sigterm() -> None:
-    """Turn SIGTERM into `Terminated`, so that a killed study says what it kept (main thread only)."""
+    """Turn SIGTERM into `Terminated`, so that a killed study says what it kept (main thread only),
+    and make a Ctrl-C or SIGTERM that no handler caught one line and exit code 2 (a script's)."""
     def handler(signum, frame):
         raise Terminated()
 
+    def one_line(kind, value, tb):
+        if not issubclass(kind, KeyboardInterrupt):
+            return sys.__excepthook__(kind, value, tb)
+        how = "stopped by SIGTERM" if issubclass(kind, Terminated) else "interrupted"
+        print(f"error: {how}; every finished run and the last saved epoch are kept. Rerun the same command to "
+              f"continue.", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(2)
+
     signal.signal(signal.SIGTERM, handler)
+    sys.excepthook = one_line
 
 
 @dataclass(frozen=True)

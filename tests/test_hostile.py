@@ -325,3 +325,24 @@ def test_an_unreadable_output_folder_is_named_before_work(tmp_path, monkeypatch)
     with pytest.raises(ValueError, match=r"pth_models is not a folder this user can read and write .*0o0"):
         validate(cfg)
     (tmp_path / "pth_models").chmod(0o755)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_before_the_first_run_is_one_line(tmp_path, sig):
+    """The signal comes as soon as the study says it has its data (the floors are measured next):
+    wherever it lands before training, one line and exit code 2, no traceback."""
+    import signal
+
+    from helpers import wait_for_line
+    from lwsupcrd.data import write_cifar_like
+
+    data = write_cifar_like(tmp_path / "data", train_per_class=5, test_per_class=2)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "desupcon.py"), "--preset", "smoke", "--data-dir", str(data),
+                             "--out-dir", str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"})
+    wait_for_line(proc, "train: (")
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate()
+    assert proc.returncode == 2 and "Traceback" not in err, err[-2000:]
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
