@@ -60,7 +60,8 @@ from lwsupcrd.overview import overview
 from lwsupcrd.show import present, show_probe, show_stage
 from lwsupcrd.study import Study, StudyError
 from lwsupcrd.data import DataError
-from lwsupcrd.train import NonFiniteError, TrainingInterrupted, stop_on_sigterm
+from lwsupcrd.signals import stop_on_sigterm
+from lwsupcrd.train import NonFiniteError, TrainingInterrupted
 
 config = parse_args(None, StudyConfig(protocol=PROTOCOL, preset=PRESET, dataset=DATASET, data_dir=DATA_DIR, out_dir=OUT_DIR,
                                       device=DEVICE, seed=SEED, force_retrain=FORCE_RETRAIN,

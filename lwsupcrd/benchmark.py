@@ -97,7 +97,7 @@ def standard_table(all_results: list[dict], conditions_of: bool = True) -> str:
     betas = []
     for groups, pair, _ in columns:
         rule, why = dkd_beta(pair)
-        ran = groups["dkd"].config.get("dkd_beta") if "dkd" in groups else None
+        ran = next((g.config["dkd_beta"] for g in groups.values() if "dkd_beta" in g.config), None)
         betas.append(f"{pair}: β {rule:g} ({why})" if ran in (None, rule) else
                      f"{pair}: these runs used β {ran:g}, before β was set per pair (today's rule: {rule:g}, {why})")
     departures.append("- DKD's β per pair — " + "; ".join(betas) + ".")

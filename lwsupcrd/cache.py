@@ -16,6 +16,7 @@ from typing import Callable
 
 from .checkpoint import CheckpointError, load_checkpoint, safe_load
 from .code import describe
+from .files import write_json
 
 PROBE_KEYS = ("probe_epochs",)  # change how a network is scored, not the network
 
@@ -71,6 +72,19 @@ class RunFiles:
     def scores(self, name: str, cfg: dict) -> Path:
         """Where the run's scores under other probe settings (`cfg`'s) are kept, beside its checkpoint."""
         return self.models_dir / f"{self.key(name)}.scores-{short_hash(cfg)}.json"
+
+    def saved_scores(self, name: str, cfg: dict, weights: str) -> dict | None:
+        """The metrics saved for these settings and these weights, if a whole file holds them."""
+        try:
+            saved = json.loads(self.scores(name, cfg).read_text())
+            if saved.get("config") == cfg and saved.get("weights_sha256") == weights:
+                return saved["metrics"]
+        except (OSError, ValueError, AttributeError, KeyError):
+            pass
+        return None
+
+    def save_scores(self, name: str, cfg: dict, weights: str, metrics: dict) -> None:
+        write_json(self.scores(name, cfg), {"config": cfg, "weights_sha256": weights, "metrics": metrics})
 
     def lock(self, name: str) -> Path:
         return self.models_dir / f".{self.key(name)}.lock"

@@ -62,11 +62,11 @@ def set_aside(path: str | Path) -> Path:
     return kept
 
 
-def remove_stale_temps(folder: str | Path) -> list[Path]:
-    """Remove the temporary files that killed writers left in `folder` (`atomic_write`'s, named with
+def remove_stale_temps(*folders: str | Path) -> list[Path]:
+    """Remove the temporary files that killed writers left in `folders` (`atomic_write`'s, named with
     the writer's pid), unless that process still lives. Returns what was removed."""
     removed = []
-    for tmp in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+    for tmp in (t for folder in folders for t in Path(folder).glob(f".*{TEMP_SUFFIX}")):
         parts = tmp.name.rsplit(".", 3)  # .<name>.<pid>.<random>.tmp
         pid = parts[1] if len(parts) == 4 and parts[1].isdigit() else None
         if pid is not None and _alive(int(pid)):
@@ -121,6 +121,27 @@ def write_json(path: str | Path, obj: Any) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n"))
 
 
+def check_writable(out: Path) -> None:
+    """The out-dir (or, if it does not exist yet, the folder it will be made in) takes files; nothing
+    is created here, so a study stopped by bad input leaves no empty folders."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"out-dir {out} is not writable: {existing} is not a folder")
+    probe = existing / f".lwsupcrd-write-test.{os.getpid()}"
+    try:
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"out-dir {out} is not writable: {err.strerror or err}") from None
+    for sub in ("pth_models", "json_results", "json_results/training_logs", "plots"):
+        folder = out / sub
+        if folder.exists() and not (folder.is_dir() and os.access(folder, os.R_OK | os.W_OK | os.X_OK)):
+            raise ValueError(f"{folder} is not a folder this user can read and write (its permissions: "
+                             f"{oct(folder.stat().st_mode & 0o777)}); fix them and rerun")
+
+
 def read_results(path: str | Path) -> dict:
     """A results file, checked for its shape (settings and runs, each run an object); anything else
     is one ValueError line naming the file."""
@@ -138,6 +159,31 @@ def read_results(path: str | Path) -> dict:
         raise ValueError(f"{path}: not a results file (it needs an object with settings and runs, each run an "
                          f"object with its config)")
     return data
+
+
+def load_results(path: Path, settings: dict) -> dict:
+    """A study's results file if it is one and belongs to `settings`, else an empty one. A damaged
+    file (not JSON, not UTF-8, not a results file's shape, other settings) is set aside under a
+    `.damaged-<time>` name, never overwritten; a directory or pipe in its place is a ValueError."""
+    empty = {"settings": settings, "runs": {}}
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{path}: not a regular file where the results file should be; move it away and rerun "
+                         f"(every finished run is kept)")
+    if not path.exists():
+        return empty
+    try:
+        data = read_results(path)
+        if data["settings"] == settings:
+            return data
+        why = "for other settings"
+    except ValueError as err:
+        why = f"unusable ({str(err).split(': ', 1)[-1]})"
+    except OSError as err:
+        why = f"unreadable ({err.strerror or err})"
+    kept = set_aside(path)
+    print(f"results file {path} is {why}: kept as {kept.name}; starting a new one (every run is read again "
+          f"from its checkpoint)")
+    return empty
 
 
 def write_text(path: str | Path, text: str) -> None:

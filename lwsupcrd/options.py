@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .data import DATASETS, dataset_info
-from .files import file_sha256
+from .files import check_writable, file_sha256
 from .published import hub_path
 from .machine import cpp_compiler, resolve_device
 from .models import MODEL_REGISTRY, PROJECTION_HEADS
@@ -331,29 +331,8 @@ def validate(cfg: StudyConfig) -> list[Run]:
             if pattern not in stages and not fnmatch.filter(names, pattern):
                 raise ValueError(f"--force-retrain {pattern!r} names no stage ({', '.join(stages)}) and matches no "
                                  f"run of this preset (--list)")
-    _check_writable(Path(cfg.out_dir))
+    check_writable(Path(cfg.out_dir))
     return runs
-
-
-def _check_writable(out: Path) -> None:
-    """The out-dir (or, if it does not exist yet, the folder it will be made in) takes files; nothing
-    is created here, so a study stopped by bad input leaves no empty folders."""
-    existing = out
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"out-dir {out}: {existing} is not a folder")
-    probe = existing / f".lwsupcrd-write-test.{os.getpid()}"
-    try:
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise ValueError(f"out-dir {out} is not writable: {err.strerror or err}") from None
-    for sub in ("pth_models", "json_results", "json_results/training_logs", "plots"):
-        folder = out / sub
-        if folder.exists() and not (folder.is_dir() and os.access(folder, os.R_OK | os.W_OK | os.X_OK)):
-            raise ValueError(f"{folder} is not a folder this user can read and write (its permissions: "
-                             f"{oct(folder.stat().st_mode & 0o777)}); fix them and rerun")
 
 
 def _check_teacher_file(cfg: StudyConfig, s: dict) -> None:

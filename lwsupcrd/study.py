@@ -16,7 +16,7 @@ from . import distributed
 from .cache import RunFiles, other_code_notice, other_config_note, read_cached, recorded_code, short_hash
 from .checkpoint import save_checkpoint, weights_sha256
 from .code import code_version
-from .files import environment, remove_stale_temps, set_aside, write_json
+from .files import environment, load_results, remove_stale_temps, write_json
 from .groups import aggregate
 from .data import DataError, Split, balanced_subset, dataset_info, load_split
 from .locks import file_lock, holder
@@ -59,10 +59,9 @@ class Study:
         self.files = RunFiles(self.out, self.runs, self._base_config)
         self.code = code_version()
         self.other_code: dict[str, dict] = {}  # cached runs trained by other code: name -> their version
-        self.results = self._read_results()
-        for folder in (self.files.models_dir, self.files.logs_dir, self.results_path.parent, self.plots_dir):
-            for tmp in remove_stale_temps(folder):
-                print(f"removed {tmp}, left by a killed writer")
+        self.results = load_results(self.results_path, self.settings)
+        for tmp in remove_stale_temps(self.files.models_dir, self.files.logs_dir, self.results_path.parent, self.plots_dir):
+            print(f"removed {tmp}, left by a killed writer")
         self.touched: set[str] = set()
         self.full_train: Split | None = None
         self.splits: dict[tuple, Split] = {}
@@ -164,12 +163,11 @@ class Study:
                     pending.remove(name)
                     progressed = True
             if pending and not progressed:
-                for name in pending[:1]:
-                    lock = self.files.lock(name)
-                    if name not in said:
-                        print(f"waiting for {name}: another process holds {lock} (pid {holder(lock)}); Ctrl-C stops "
-                              f"waiting, every finished run is kept")
-                        said.add(name)
+                if pending[0] not in said:
+                    said.add(pending[0])
+                    lock = self.files.lock(pending[0])
+                    print(f"waiting for {pending[0]}: another process holds {lock} (pid {holder(lock)}); Ctrl-C "
+                          f"stops waiting, every finished run is kept")
                 time.sleep(0.5)
 
     def run(self, name: str, wait: bool = True) -> ModelWrapper | None:
@@ -222,7 +220,7 @@ class Study:
                  "cached": cached, "code": version,
                  "checkpoint": str(path.relative_to(self.out)) if path.is_relative_to(self.out) else str(path),
                  "environment": ckpt.get("environment", {}), "curve": self.files.curve(name)}
-        previous = self._read_results()["runs"].get(name) or self.results["runs"].get(name, {})
+        previous = load_results(self.results_path, self.settings)["runs"].get(name) or self.results["runs"].get(name, {})
         if cached and previous.get("config") == cfg and previous.get("id") == entry["id"] and "analysis" in previous:
             entry["analysis"] = previous["analysis"]
         self.results["runs"][name] = entry
@@ -254,52 +252,21 @@ class Study:
         settings (`RunFiles.scores`), so that the checkpoint itself is never rewritten."""
         training = {k: v for k, v in ckpt["metrics"].items()
                     if k in ("train_seconds", "best_test_acc", "best_epoch") or k.startswith("w.")}
-        scores = self.files.scores(run.name, cfg)
+        saved = None if ckpt["legacy"] else self.files.saved_scores(run.name, cfg, ckpt["weights_sha256"])
+        metrics = saved or {**training, **self.evaluate(run, cfg, model)}
         if not ckpt["legacy"]:
-            try:
-                saved = json.loads(scores.read_text())
-                if saved.get("config") == cfg and saved.get("weights_sha256") == ckpt["weights_sha256"]:
-                    return {**ckpt, "config": cfg, "metrics": saved["metrics"]}
-            except (OSError, ValueError, AttributeError):
-                pass
-        metrics = {**training, **self.evaluate(run, cfg, model)}
-        if not ckpt["legacy"]:
-            write_json(scores, {"config": cfg, "weights_sha256": ckpt["weights_sha256"], "metrics": metrics})
+            if saved is None:
+                self.files.save_scores(run.name, cfg, ckpt["weights_sha256"], metrics)
             return {**ckpt, "config": cfg, "metrics": metrics}
         extra = {k: ckpt[k] for k in ("teacher_projection", "method_state") if k in ckpt}
         env = {**(ckpt.get("environment") or {})}
         env["code"] = {"fingerprint": None, "git": env.get("git_sha", "unknown")}
         return save_checkpoint(self.files.checkpoint(run.name), ckpt["state_dict"], cfg, metrics, env=env, extra=extra)
 
-    def _read_results(self) -> dict:
-        """The results file on disk if it belongs to these settings, else an empty one. A damaged
-        file (not JSON, or not a results file's shape) is set aside under a `.damaged-<time>` name,
-        never overwritten; a directory or pipe in its place stops the study (StudyError)."""
-        path = self.results_path
-        if path.exists() and not path.is_file():
-            raise StudyError(f"{path}: not a regular file where the results file should be; move it away and "
-                             f"rerun (every finished run is kept)")
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            return {"settings": self.settings, "runs": {}}
-        except (OSError, ValueError) as err:  # ValueError: bad JSON, and bytes that are not UTF-8
-            return self._set_aside(f"unreadable ({type(err).__name__})")
-        if not (isinstance(data, dict) and isinstance(data.get("runs"), dict) and isinstance(data.get("settings"), dict)
-                and all(isinstance(e, dict) for e in data["runs"].values())):
-            return self._set_aside("not a results file (no settings and runs)")
-        return data if data["settings"] == self.settings else self._set_aside("for other settings")
-
-    def _set_aside(self, why: str) -> dict:
-        kept = set_aside(self.results_path)
-        print(f"results file {self.results_path} is {why}: kept as {kept.name}; starting a new one (every run is "
-              f"read again from its checkpoint)")
-        return {"settings": self.settings, "runs": {}}
-
     def save_results(self) -> None:
         """Merge this process's entries into the file on disk (other processes may share it)."""
         with file_lock(self.results_path.with_name("." + self.results_path.name + ".lock")):
-            merged = self._read_results()
+            merged = load_results(self.results_path, self.settings)
             merged["runs"].update({n: self.results["runs"][n] for n in self.touched})
             merged.setdefault("floors", {}).update(self.results.get("floors", {}))
             merged["environment"] = environment()

@@ -9,8 +9,6 @@ training state goes to a resume checkpoint, so rerunning after a kill continues 
 from __future__ import annotations
 
 import os
-import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ from .memory_bank import MomentumMemoryBank
 from .models import ModelWrapper
 from .methods import STEP_OF, build_extras, needs_teacher
 from .optimizers import build_optimizer, build_scheduler, side_groups, trainable_parameters
+from .signals import Terminated
 from .steps import VIEWS, Batch, Networks, StepContext, StepResult, teacher_bank_keys, weight_summary
 
 RESUME_FORMAT = "lwsupcrd-resume-v1"
@@ -39,30 +38,6 @@ class NonFiniteError(RuntimeError):
 
 class TrainingInterrupted(RuntimeError):
     """Ctrl-C or SIGTERM during training; the resume checkpoint of the last finished epoch is on disk."""
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (`kill <pid>`, a scheduler's pre-emption), raised where the process is, as Ctrl-C is."""
-
-
-def stop_on_sigterm() -> None:
-    """Turn SIGTERM into `Terminated`, so that a killed study says what it kept (main thread only),
-    and make a Ctrl-C or SIGTERM that no handler caught one line and exit code 2 (a script's)."""
-    def handler(signum, frame):
-        raise Terminated()
-
-    def one_line(kind, value, tb):
-        if not issubclass(kind, KeyboardInterrupt):
-            return sys.__excepthook__(kind, value, tb)
-        how = "stopped by SIGTERM" if issubclass(kind, Terminated) else "interrupted"
-        print(f"error: {how}; every finished run and the last saved epoch are kept. Rerun the same command to "
-              f"continue.", file=sys.stderr)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(2)
-
-    signal.signal(signal.SIGTERM, handler)
-    sys.excepthook = one_line
 
 
 @dataclass(frozen=True)

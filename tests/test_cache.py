@@ -104,7 +104,7 @@ def test_a_code_change_is_named_run_by_run_and_retrained_on_request(three_runs, 
     report = report_file(out).read_text()
     versions = {e["code"]["fingerprint"] for e in json.loads(results_file(out).read_text())["runs"].values()}
     assert len(versions) == 2 and "## Code versions" in report
-    assert "CRD, InfoNCE form (ours) †" in report and "Teacher (resnet8) †" not in report  # the minority run is marked
+    assert "CRD, the original's instance form †" in report and "Teacher (resnet8) †" not in report  # the minority run is marked
 
     again = study(data, out, "--retrain-other-code", script=code / "desupcon.py")
     assert again.returncode == 0, again.stderr[-2000:]

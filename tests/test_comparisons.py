@@ -134,3 +134,9 @@ def test_paired_stats_limits(diffs):
     assert s["ci"][0] <= s["mean"] <= s["ci"][1]
     if len(set(diffs)) == 1:
         assert s["ci"] == (s["mean"], s["mean"]) and s["p"] == (0.0 if diffs[0] else 1.0)
+
+
+def test_the_standard_family_names_only_rows_of_the_registry():
+    from lwsupcrd.methods import METHODS
+
+    assert {name for m in STANDARD for name in (m.run, m.reference)} <= set(METHODS)

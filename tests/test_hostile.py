@@ -93,11 +93,10 @@ def test_a_damaged_results_file_is_set_aside_not_overwritten(tmp_path, content, 
 
 
 def test_a_directory_where_the_results_file_should_be_stops_before_work(tmp_path):
-    from lwsupcrd.study import StudyError
 
     study = smoke_study(tmp_path)
     study.results_path.mkdir(parents=True)
-    with pytest.raises(StudyError, match="not a regular file where the results file should be"):
+    with pytest.raises(ValueError, match="not a regular file where the results file should be"):
         smoke_study(tmp_path)
 
 

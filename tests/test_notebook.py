@@ -78,7 +78,7 @@ def test_notebook_runs_headless_in_smoke_preset(smoke, tmp_path, monkeypatch):
     answer = next(i for i, c in enumerate(code) if "overview(" in c.source)
     assert with_images == [answer]  # the answer's comparative figures, and no per-run grid anywhere
     assert sum("image/png" in o.get("data", {}) for o in code[answer].outputs) == 4
-    assert "Highest mean probe accuracy" in outputs and "<details><summary>Per seed" in outputs
+    assert "Highest mean test accuracy" in outputs and "<details><summary>Per seed" in outputs
     assert not [o for c in code for o in c.outputs if o.output_type == "execute_result"]  # no stray objects
     assert "== student_lwsupcrd_bank64_resnet8_cifar100: training (forced)" in outputs
     assert "== student_baseline_supcon_resnet8_cifar100: cached" in outputs

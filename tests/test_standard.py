@@ -191,7 +191,7 @@ def test_comparisons_are_paired_by_seed_and_other_data_shows_no_published_column
     from lwsupcrd.benchmark import comparisons
 
     rows = {line.split(" | ")[0].lstrip("| "): line for line in comparisons(results).splitlines()[2:]}
-    assert "| LW-SupCRD − KD | +1.17 ± 0.76 | +1.00, +0.50, +2.00 |" in rows["LW-SupCRD instead of KD"]
+    assert "| `lwsupcrd` − `kd` | +1.17 ± 0.76 | +1.00, +0.50, +2.00 | [-0.73, +3.06] |" in rows["LW-SupCRD instead of KD"]
     assert "| 3 of 3 |" in rows["LW-SupCRD instead of KD"] and "| 1 of 3 |" in rows["LW-SupCRD instead of DKD"]
     results["settings"]["dataset"] = "fashion-mnist"
     header = standard_table([results]).splitlines()[0]
