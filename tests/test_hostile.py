@@ -127,8 +127,10 @@ def one_line_error(*args):
     return done.returncode, done.stderr.strip().splitlines()
 
 
-@pytest.mark.parametrize("args", [["--preset", "nosuch"], ["--epochs", "abc"], ["--device", "tpu"]])
-def test_argparse_errors_are_one_line(args):
+@pytest.mark.parametrize("args", [["--preset", "nosuch"], ["--epochs", "abc"], ["--device", "tpu"],
+                                  ["--set", "nosuch=1"], ["--set", "student_lr=abc"], ["--only", ""],
+                                  ["--seeds", "1", "1"], ["--set", "student_lr=inf"], ["--seed", "-1"]])
+def test_bad_input_is_one_line_and_exit_code_2(args):
     rc, lines = one_line_error(*args, "--list")
     assert rc == 2 and len(lines) == 1 and lines[0].startswith("error:") and "usage:" not in lines[0]
 
@@ -366,3 +368,37 @@ def test_fuzzed_results_files_are_read_whole_or_named(tmp_path):
             assert str(path) in str(err) and "\n" not in str(err)
             refused += 1
     assert 0 < refused < 300  # most flips land in values and still read; the rest are named
+
+
+def test_a_stop_no_handler_caught_is_one_line():
+    """The script's last resort: a Ctrl-C or SIGTERM that lands where no handler waits for it."""
+    for error in ("KeyboardInterrupt", "Terminated"):
+        done = subprocess.run([sys.executable, "-c", f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+from lwsupcrd.signals import Terminated, stop_on_sigterm
+stop_on_sigterm()
+raise {error}()
+"""], capture_output=True, text=True)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), done.stderr
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_the_floors_are_saved_is_one_line(tmp_path):
+    """RLIMIT_FSIZE makes the first file of any size (the results file, after the floors) fail with
+    EFBIG, as a full disk would: one line naming it, exit code 2, and nothing half-written left."""
+    import resource
+
+    from lwsupcrd.data import write_cifar_like
+
+    data = write_cifar_like(tmp_path / "data", train_per_class=5, test_per_class=2)
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+
+    done = subprocess.run([sys.executable, str(ROOT / "desupcon.py"), "--preset", "smoke", "--data-dir", str(data),
+                           "--out-dir", str(tmp_path / "out")], capture_output=True, text=True, preexec_fn=small_files,
+                          env={**os.environ, "TQDM_DISABLE": "1"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.startswith("error: cannot write ") and "json_results" in done.stderr
+    assert not list((tmp_path / "out").rglob("*.tmp"))
