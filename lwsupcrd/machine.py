@@ -2,6 +2,7 @@
 on a CPU, and an estimate of what the paper study would cost here."""
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import time
@@ -17,6 +18,35 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def driver_cuda() -> str | None:
+    """The CUDA version the NVIDIA driver supports ("12.4"), when the driver is installed and sees a GPU;
+    else None. Asked of the driver library itself, so that no torch build is involved."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    version, count = ctypes.c_int(0), ctypes.c_int(0)
+    if cuda.cuDriverGetVersion(ctypes.byref(version)) != 0 or version.value <= 0:
+        return None
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value < 1:
+        return None
+    return f"{version.value // 1000}.{version.value % 1000 // 10}"
+
+
+def gpu_build_problem() -> str | None:
+    """One line when a GPU is present but the installed torch cannot use it (a build for a newer CUDA than
+    the driver supports, or a CPU-only build); None when torch can use it or there is no GPU."""
+    if torch.cuda.is_available():
+        return None
+    driver = driver_cuda()
+    if driver is None:
+        return None
+    build = f"is built for CUDA {torch.version.cuda}" if torch.version.cuda else "is a CPU-only build"
+    return (f"a GPU is present (its driver supports CUDA {driver}) but the installed torch {torch.__version__} "
+            f"{build} and cannot use it; install the build for this driver (docs/usage.md, \"A GPU with an older "
+            f"driver\") or pass --device cpu to run on the CPU anyway")
 
 
 def set_cpu_threads() -> int:

@@ -19,7 +19,7 @@ import torch
 from .data import DATASETS, dataset_info
 from .files import check_writable, file_sha256
 from .published import hub_path
-from .machine import cpp_compiler, resolve_device
+from .machine import cpp_compiler, gpu_build_problem, resolve_device
 from .models import MODEL_REGISTRY, PROJECTION_HEADS
 from .protocol import PRESETS, STAGES, STANDARD_PRESETS, STANDARD_STAGES, SWEEP_CENTRE, Run, build_study_runs
 from .steps import COMPILE_MODES
@@ -309,6 +309,8 @@ def validate(cfg: StudyConfig) -> list[Run]:
         raise ValueError("--sync-bn needs CUDA (torch's SyncBatchNorm does not run on the CPU)")
     if cfg.compile and resolve_device(cfg.device).type == "cpu" and cpp_compiler() is None:
         raise ValueError("--compile on the CPU needs a C++ compiler (g++) on PATH; install one or drop --compile")
+    if cfg.device != "cpu" and (problem := gpu_build_problem()):
+        raise ValueError(problem)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but no CUDA device is available; use --device cpu or auto")
     runs = build_study_runs(s, cfg.seed_list())
