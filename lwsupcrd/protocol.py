@@ -6,6 +6,8 @@ Run names follow the original work: `teacher_<t>_<d>`, `teacher_<t>_<d>_with_pro
 """
 from __future__ import annotations
 
+import fnmatch
+
 from dataclasses import dataclass
 
 from .data import DATASETS
@@ -229,10 +231,16 @@ def _bank_runs(settings: dict, student: dict, distilled, centre_name: str) -> li
     return runs
 
 
+def selects(pattern: str, run: Run) -> bool:
+    """Whether `pattern` names `run`: its stage's name, or a run-name pattern (fnmatch) matched with and
+    without the seed suffix."""
+    return pattern == run.stage or fnmatch.fnmatch(run.name, pattern) or fnmatch.fnmatch(run.base, pattern)
+
+
 def dependency_order(runs: dict[str, Run], only: list[str] | None = None) -> list[str]:
-    """The runs named in `only` (by name or by name without seed; all if None) and, before each,
-    the runs it needs."""
-    wanted = [n for n, r in runs.items() if not only or n in only or r.base in only]
+    """The runs that `only`'s stages and run-name patterns select (all if None) and, before each, the
+    runs it needs."""
+    wanted = [n for n, r in runs.items() if not only or any(selects(p, r) for p in only)]
     ordered: list[str] = []
 
     def visit(name):

@@ -144,7 +144,7 @@ def test_an_infinite_learning_rate_is_refused_before_work(tmp_path):
 def test_an_unknown_run_names_the_number_that_list_prints(tmp_path):
     cfg = parse_args(["--preset", "smoke", "--out-dir", str(tmp_path), "--only", "nosuch"], StudyConfig())
     runs = len(validate(parse_args(["--preset", "smoke", "--out-dir", str(tmp_path)], StudyConfig())))
-    with pytest.raises(ValueError, match=f"--list prints the {runs} runs"):
+    with pytest.raises(ValueError, match=f"--list prints its {runs} runs"):
         validate(cfg)
 
 
