@@ -1,6 +1,6 @@
 """Geometry of each trained model's representations on the test split; `analyze_run`, which
-records a run's metrics in the results and has `plots` draw its figures; and the study's own
-figures, drawn from the results file alone (`study_figures`)."""
+records a run's metrics in the results and has `plots` draw its figures. The study's own figures,
+drawn from the results file alone, are `overview.study_figures`."""
 from __future__ import annotations
 
 import json
@@ -12,23 +12,13 @@ import torch
 import torch.nn.functional as F
 
 from .data import DatasetInfo, Split, augment
-from .metrics import alignment, class_alignment, class_distances, uniformity
+from . import plots
+from .metrics import Embeddings, alignment, class_alignment, class_distances, uniformity
 from .models import ModelWrapper
 from .probe import embed
 
 # runs whose training shaped the projection head; for the others it is untrained
 PROJECTION_METHODS = ("projection", "supcon", "crd", "lwsupcrd")
-
-
-@dataclass
-class Embeddings:
-    """Unit-norm embeddings of the test split, clean and under two augmented views."""
-
-    space: str  # "features" or "projection"
-    clean: torch.Tensor  # (N, D)
-    view1: torch.Tensor  # (N, D)
-    view2: torch.Tensor  # (N, D)
-    labels: torch.Tensor  # (N,)
 
 
 def embed_test(model: ModelWrapper, test: Split, info: DatasetInfo, seed: int,
@@ -108,8 +98,6 @@ def _training_log(path) -> dict | None:
 def analyze_run(study, run, model: ModelWrapper, cached: bool) -> None:
     """A run's geometry metrics into its entry of `study.results`, and its figures (the standard
     protocol: its curves only); skipped for a cached run whose metrics and figures exist, unless forced."""
-    from . import plots
-
     entry = study.results["runs"][run.name]
     figures = study.figure_paths(run.name)
     log_path = study.files.log(run.name)
@@ -144,42 +132,3 @@ def analyze_run(study, run, model: ModelWrapper, cached: bool) -> None:
                           for k, p in figures.items()}
     metrics["seconds"] = time.perf_counter() - start
     entry["analysis"] = metrics
-
-
-def study_figures(results: dict, plots_dir: Path) -> list[Path]:
-    """The study-level figures, from the results file alone: accuracy along each sweep, each bank
-    run beside its matched control, and alignment against uniformity of every run (projection)."""
-    from . import plots
-    from .report import Report, label
-
-    r = Report(results)
-    written = []
-    centre = results["settings"].get("sweep_centre", {})
-    series = {}
-    for key, mode in (("alpha", "weight"), ("alpha", "logit"), ("beta", "weight"), ("temperature", "weight")):
-        fixed = {k: v for k, v in centre.items() if k != key}
-        pts = sorted((g.config[key], g.stats(r.key)[0]) for g in r.scored(
-            lambda g: g.stage == "lwsupcrd" and g.config.get("alpha_mode", "weight") == mode
-            and all(g.config[k] == v for k, v in fixed.items())))
-        if len(pts) >= 2:
-            series[f"{key} ({mode})" if key == "alpha" else key] = pts
-    if series:
-        written.append(plots.sweep_figure(series, plots_dir / "sweeps_accuracy.png"))
-    pairs = [(label(g).replace(" (wd 1e-4, cosine)", ""), r.control_of(g).stats(r.key)[0],
-              g.stats(r.key)[0]) for g in r.scored(lambda g: g.config.get("bank_negatives") is not None)
-             if r.control_of(g) is not None and r.control_of(g).stats(r.key) is not None]
-    if pairs:
-        written.append(plots.bank_figure(pairs, plots_dir / "bank_ablation.png"))
-    points = []
-    for g in sorted(r.groups.values(), key=lambda g: (g.stage != "teacher", g.base)):
-        if g.stage == "projection":
-            continue
-        head = r.head if g.stage == "teacher" and r.head is not None else g
-        a, u = head.stats("class_alignment"), head.stats("uniformity")
-        if a is not None and u is not None:
-            trained = head.first.get("analysis", {}).get("projection_head_trained", True)
-            points.append((label(g), a[0], u[0], trained))
-    if points:
-        written.append(plots.geometry_figure(points, "L2-normalised projection; hollow: untrained head",
-                                             plots_dir / "alignment_uniformity.png"))
-    return written

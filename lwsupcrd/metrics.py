@@ -6,10 +6,22 @@ Every metric is exact; the pairwise ones walk the rows in chunks of `CHUNK` so t
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 CHUNK = 1024
+
+
+@dataclass
+class Embeddings:
+    """Unit-norm embeddings of the test split, clean and under two augmented views."""
+
+    space: str  # "features" or "projection"
+    clean: torch.Tensor  # (N, D)
+    view1: torch.Tensor  # (N, D)
+    view2: torch.Tensor  # (N, D)
+    labels: torch.Tensor  # (N,)
 
 
 def _check(x: torch.Tensor, labels: torch.Tensor | None = None) -> None:

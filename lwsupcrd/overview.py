@@ -1,6 +1,6 @@
 """The answer, first: a study's comparative figures and its one-line findings, drawn from its
 results file alone, for either protocol. The notebook opens with them; they are also written to
-`plots/<results file's name>/`.
+`plots/<results file's name>/`; and the original protocol's study figures (`study_figures`).
 
     accuracy.png     each method's score: a dot per seed, mean ± sd, floors and teacher as lines
     comparisons.png  the declared comparisons: paired differences, a dot per seed, the 95 % CI and verdict
@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import plots
+from .benchmark import ROWS, VANILLA, by_method, family as standard_family
 from .comparisons import MARGIN, RULES, readme_table
 from .groups import Group, mean_std
+from .report import Report, label
 
 GUIDE = {
     "accuracy": "Each row a method, best first; grey dots are seeds, blue the mean ± sd. Read a gap between "
@@ -45,16 +48,12 @@ def _conditions(results: dict, score: str) -> str:
 def _rows(results: dict):
     """`(score key, score name, [(label, group)], references, the declared family's rows, geometry space)`."""
     if _standard(results):
-        from .benchmark import ROWS, VANILLA, by_method, family
-
         groups = by_method(results)
         students = [(ROWS[m], g) for m, g in groups.items() if m != "teacher"]
         refs = {name: groups[m].stats("test_acc")[0] for name, m in (("vanilla student", VANILLA), ("teacher", "teacher"))
                 if m in groups and groups[m].stats("test_acc")}
         return "test_acc", "top-1 of the student's own classifier, test split, last epoch", students, refs, \
-            family(results), "features"
-    from .report import Report, label
-
+            standard_family(results), "features"
     r = Report(results)
     scored = r.scored(lambda g: g.stage in ("baselines", "bank_ablation") or g.first.get("centre"))
     refs = {}
@@ -83,8 +82,6 @@ def _curves(students: list[tuple[str, Group]], standard: bool) -> dict[str, dict
 def overview(results: dict, plots_dir: Path) -> tuple[str, list[Path]]:
     """`(markdown, figures)`: the findings of the comparisons that change one thing, one line each,
     with the conditions once, and the four comparative figures (those the results can draw)."""
-    from . import plots
-
     key, score, students, refs, family, space = _rows(results)
     students = [(name, g) for name, g in students if g.stats(key) is not None]
     students.sort(key=lambda item: -item[1].stats(key)[0])
@@ -117,3 +114,39 @@ def overview(results: dict, plots_dir: Path) -> tuple[str, list[Path]]:
     kinds = [p.stem for p in figures]
     lines += ["What to look for: " + " ".join(f"**{k}**: {GUIDE[k]}" for k in kinds if k in GUIDE)]
     return "\n".join(lines), figures
+
+
+def study_figures(results: dict, plots_dir: Path) -> list[Path]:
+    """The study-level figures, from the results file alone: accuracy along each sweep, each bank
+    run beside its matched control, and alignment against uniformity of every run (projection)."""
+    r = Report(results)
+    written = []
+    centre = results["settings"].get("sweep_centre", {})
+    series = {}
+    for key, mode in (("alpha", "weight"), ("alpha", "logit"), ("beta", "weight"), ("temperature", "weight")):
+        fixed = {k: v for k, v in centre.items() if k != key}
+        pts = sorted((g.config[key], g.stats(r.key)[0]) for g in r.scored(
+            lambda g: g.stage == "lwsupcrd" and g.config.get("alpha_mode", "weight") == mode
+            and all(g.config[k] == v for k, v in fixed.items())))
+        if len(pts) >= 2:
+            series[f"{key} ({mode})" if key == "alpha" else key] = pts
+    if series:
+        written.append(plots.sweep_figure(series, plots_dir / "sweeps_accuracy.png"))
+    pairs = [(label(g).replace(" (wd 1e-4, cosine)", ""), r.control_of(g).stats(r.key)[0],
+              g.stats(r.key)[0]) for g in r.scored(lambda g: g.config.get("bank_negatives") is not None)
+             if r.control_of(g) is not None and r.control_of(g).stats(r.key) is not None]
+    if pairs:
+        written.append(plots.bank_figure(pairs, plots_dir / "bank_ablation.png"))
+    points = []
+    for g in sorted(r.groups.values(), key=lambda g: (g.stage != "teacher", g.base)):
+        if g.stage == "projection":
+            continue
+        head = r.head if g.stage == "teacher" and r.head is not None else g
+        a, u = head.stats("class_alignment"), head.stats("uniformity")
+        if a is not None and u is not None:
+            trained = head.first.get("analysis", {}).get("projection_head_trained", True)
+            points.append((label(g), a[0], u[0], trained))
+    if points:
+        written.append(plots.geometry_figure(points, "L2-normalised projection; hollow: untrained head",
+                                             plots_dir / "alignment_uniformity.png"))
+    return written

@@ -11,8 +11,8 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from .analysis import Embeddings
 from .files import atomic_write
+from .metrics import Embeddings
 
 
 def _save(fig: Figure, path: Path) -> None:

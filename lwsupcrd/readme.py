@@ -6,6 +6,7 @@ comparisons on the literature's protocol, and the Fashion-MNIST block of `docs/s
 
     python -m lwsupcrd.readme results/evidence/comprehensive_results_resnet8_fashion-mnist.json
     python -m lwsupcrd.readme results/standard-evidence/standard_results_resnet20-resnet8_fashion-mnist_b3187e4001.json
+    python -m lwsupcrd.readme RESULTS.json --results-section FILE   # FILE's results section only
 """
 from __future__ import annotations
 
@@ -144,12 +145,17 @@ def regenerate(results_path: Path, root: Path = ROOT) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m lwsupcrd.readme <results.json> (a comprehensive or a standard results file)",
+    if len(argv) not in (1, 3) or (len(argv) == 3 and argv[1] != "--results-section"):
+        print("usage: python -m lwsupcrd.readme <results.json> [--results-section FILE]  (a comprehensive or a "
+              "standard results file; with --results-section, only FILE's generated results section)",
               file=sys.stderr)
         return 2
     try:
-        written = regenerate(Path(argv[0]))
+        if len(argv) == 3:
+            update_results_section(Path(argv[2]), Path(argv[0]))
+            written = [Path(argv[2])]
+        else:
+            written = regenerate(Path(argv[0]))
     except (OSError, json.JSONDecodeError, KeyError, ValueError) as err:
         print(f"error: cannot regenerate the documentation from {argv[0]}: {err}", file=sys.stderr)
         return 2

@@ -2,9 +2,8 @@
 
     python -m lwsupcrd.report json_results/comprehensive_results_resnet18_cifar100.json
 
-writes the report beside the results file (its name, ending in .md) and prints the same tables; with
-`--readme FILE` it also rewrites FILE's generated results section (`docs/results.md`; `python -m
-lwsupcrd.readme` rebuilds every generated part of the documentation). With several seeds each number is mean ± standard deviation over seeds (n given), and
+writes the report beside the results file (its name, ending in .md) and prints the same tables
+(`python -m lwsupcrd.readme` rebuilds the documentation's generated parts). With several seeds each number is mean ± standard deviation over seeds (n given), and
 a difference is marked significant (*) only when a paired t-test over the seeds gives p < 0.05.
 
 Geometry is reported in two spaces, each labelled: the L2-normalised projection (the space the
@@ -322,23 +321,17 @@ def write_report(results_path: str | Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    readme = None
-    if len(argv) == 3 and argv[1] == "--readme":
-        argv, readme = argv[:1], Path(argv[2])
     if len(argv) != 1:
-        print("usage: python -m lwsupcrd.report <comprehensive_results.json> [--readme docs/results.md]", file=sys.stderr)
+        print("usage: python -m lwsupcrd.report <comprehensive_results.json>  (the documents: python -m "
+              "lwsupcrd.readme)", file=sys.stderr)
         return 2
     try:
         path = write_report(argv[0])
-        if readme is not None:
-            from .readme import update_results_section
-
-            update_results_section(readme, Path(argv[0]))
     except (OSError, ValueError, KeyError) as err:
         print(f"error: cannot build the report from {argv[0]}: {err}", file=sys.stderr)
         return 2
     print(path.read_text())
-    print(f"written: {path}" + (f"; {readme} section updated" if readme else ""))
+    print(f"written: {path}")
     return 0
 
 

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from helpers import ROOT, report_file, results_file
-from lwsupcrd.analysis import Embeddings, geometry
+from lwsupcrd.analysis import geometry
+from lwsupcrd.metrics import Embeddings
 from lwsupcrd.readme import README_BEGIN, README_END, readme_section
 from lwsupcrd.report import build_report
 from lwsupcrd.protocol import PRESETS, build_runs
@@ -189,7 +190,7 @@ def test_report_rewrites_only_the_readme_section(tmp_path):
                                                                                  method="supcon")}}))
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n\nbefore\n\n{README_BEGIN}\nstale\n{README_END}\n\nafter\n")
-    cmd = [sys.executable, "-m", "lwsupcrd.report", str(results), "--readme", str(readme)]
+    cmd = [sys.executable, "-m", "lwsupcrd.readme", str(results), "--results-section", str(readme)]
     assert subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT).returncode == 0
     text = readme.read_text()
     assert text.startswith("# Title\n\nbefore\n\n" + README_BEGIN) and text.endswith(README_END + "\n\nafter\n")

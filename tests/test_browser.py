@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lwsupcrd.analysis import Embeddings
+from lwsupcrd.metrics import Embeddings
 from lwsupcrd.plots import hypersphere_page
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -86,3 +86,45 @@ def test_the_code_fingerprint_covers_every_module_a_run_is_computed_by():
                 todo += [node.module] if node.module else [a.name for a in node.names]
     outside = {"code", "files", "checkpoint", "signals"}
     assert seen - outside <= set(COMPUTE_MODULES), sorted(seen - set(COMPUTE_MODULES))
+
+
+def package_imports() -> dict[str, set[str]]:
+    """Each module of the package and the package modules it imports, at any depth of its code."""
+    graph = {}
+    for path in sorted((ROOT / "lwsupcrd").glob("*.py")):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps |= {node.module} if node.module else {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lwsupcrd."):
+                deps.add(node.module.split(".")[1])
+        graph[path.stem] = deps - {path.stem}
+    return graph
+
+
+# results file -> statistics -> tables and figures -> documents -> the study that writes them
+RESULTS_TO_PAGE = (("groups", "comparisons", "benchmark"), ("report", "plots"),
+                   ("analysis", "overview", "show", "readme"), ("study",))
+
+
+def test_the_package_imports_in_one_direction():
+    graph = package_imports()
+    done, path = set(), []
+
+    def visit(module):
+        assert module not in path, "import circle: " + " -> ".join(path[path.index(module):] + [module])
+        if module in done:
+            return
+        path.append(module)
+        for dep in sorted(graph.get(module, ())):
+            visit(dep)
+        path.pop()
+        done.add(module)
+
+    for module in graph:
+        visit(module)
+    layer = {m: i for i, names in enumerate(RESULTS_TO_PAGE) for m in names}
+    assert set(layer) <= set(graph)
+    for module, deps in graph.items():
+        for dep in deps & set(layer):
+            assert layer[dep] <= layer.get(module, 0), f"{module} imports {dep}, a layer above it"
