@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import fnmatch
 import json
 import os
 import shlex
@@ -19,9 +18,10 @@ import torch
 from .data import DATASETS, dataset_info
 from .files import check_writable, file_sha256
 from .published import hub_path
+from . import scalars
 from .machine import cpp_compiler, gpu_build_problem, resolve_device
 from .models import MODEL_REGISTRY, PROJECTION_HEADS
-from .protocol import PRESETS, STAGES, STANDARD_PRESETS, STANDARD_STAGES, SWEEP_CENTRE, Run, build_study_runs
+from .protocol import PRESETS, STAGES, STANDARD_PRESETS, STANDARD_STAGES, SWEEP_CENTRE, Run, build_study_runs, selects
 from .steps import COMPILE_MODES
 
 
@@ -77,7 +77,11 @@ class StudyConfig:
     compile: str | None = option(None, "run the networks through torch.compile (default mode if none is named; "
                                  "reduce-overhead adds CUDA graphs on a GPU)", nargs="?", const="default",
                                  choices=COMPILE_MODES)
-    only: list[str] | None = option(None, "run these (and what they need): NAME[,NAME...]")
+    only: list[str] | None = option(None, "run just these and what they need: WHAT = stages and run-name "
+                                    "patterns, comma-separated (e.g. bank_ablation or student_alpha_*)",
+                                    metavar="WHAT")
+    tensorboard: bool = option(False, "write each run's per-epoch scalars for TensorBoard under "
+                               "<out-dir>/tensorboard/<run>-<id>/ (needs the tensorboard package)", action="store_true")
     list_runs: bool = option(False, "print the runs in order and exit", flag="--list", action="store_true")
     progress: bool = True  # not a flag: progress bars unless $TQDM_DISABLE
 
@@ -97,8 +101,7 @@ class StudyConfig:
             return True
         if self.retrain_other_code and run.name in (other_code or {}):
             return True
-        return any(p == run.stage or fnmatch.fnmatch(run.name, p) or fnmatch.fnmatch(run.base, p)
-                   for p in (self.force_retrain or []))
+        return any(selects(p, run) for p in (self.force_retrain or []))
 
     def presets(self) -> dict[str, dict]:
         return PROTOCOLS[self.protocol][0]
@@ -200,7 +203,7 @@ def parse_args(argv: list[str] | None, defaults: StudyConfig) -> StudyConfig:
         setattr(cfg, key, value)
     cfg.only = [x.strip() for x in a.only.split(",") if x.strip()] if a.only is not None else None
     if cfg.only == []:
-        p.error(f"--only {a.only!r} names no run; give NAME[,NAME...] as printed by --list")
+        p.error(f"--only {a.only!r} names nothing; give stages or run-name patterns, comma-separated (--list)")
     if cfg.seeds and len(set(cfg.seeds)) != len(cfg.seeds):
         p.error(f"--seeds must be distinct, got {cfg.seeds}")
     if isinstance(cfg.force_retrain, str):
@@ -309,6 +312,8 @@ def validate(cfg: StudyConfig) -> list[Run]:
         raise ValueError("--sync-bn needs CUDA (torch's SyncBatchNorm does not run on the CPU)")
     if cfg.compile and resolve_device(cfg.device).type == "cpu" and cpp_compiler() is None:
         raise ValueError("--compile on the CPU needs a C++ compiler (g++) on PATH; install one or drop --compile")
+    if cfg.tensorboard and not scalars.available():
+        raise ValueError(scalars.MISSING)
     if cfg.device != "cpu" and (problem := gpu_build_problem()):
         raise ValueError(problem)
     if cfg.device == "cuda" and not torch.cuda.is_available():
@@ -324,15 +329,13 @@ def validate(cfg: StudyConfig) -> list[Run]:
             raise ValueError(f"{r.name}: beta must be >= 0, got {c['beta']}")
         if "lr" in c and not c["lr"] > 0:
             raise ValueError(f"{r.name}: learning rate must be > 0, got {c['lr']}")
-    names = [r.name for r in runs] + [r.base for r in runs]
-    for name in cfg.only or []:
-        if name not in names:
-            raise ValueError(f"unknown run {name!r}; --list prints the {len(runs)} runs of this preset")
-    if isinstance(cfg.force_retrain, (list, tuple)):
-        for pattern in cfg.force_retrain:
-            if pattern not in stages and not fnmatch.filter(names, pattern):
-                raise ValueError(f"--force-retrain {pattern!r} names no stage ({', '.join(stages)}) and matches no "
-                                 f"run of this preset (--list)")
+    patterns = {"--only": cfg.only or [],
+                "--force-retrain": cfg.force_retrain if isinstance(cfg.force_retrain, (list, tuple)) else []}
+    for flag, given in patterns.items():
+        for pattern in given:
+            if not any(selects(pattern, r) for r in runs):
+                raise ValueError(f"{flag} {pattern!r} names no stage ({', '.join(stages)}) and matches no run of "
+                                 f"this preset (--list prints its {len(runs)} runs)")
     check_writable(Path(cfg.out_dir))
     return runs
 

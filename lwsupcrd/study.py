@@ -26,6 +26,7 @@ from .options import StudyConfig
 from .probe import probe_floors, score
 from .protocol import Run, build_study_runs, dependency_order, head_config
 from .published import REFERENCE_NORMALIZATION, load_teacher_file
+from .scalars import epoch_scalars
 from .analysis import analyze_run, figure_paths
 from .methods import build_extras
 from .train import check_frozen, epoch_line, fit, frozen_snapshot
@@ -225,7 +226,7 @@ class Study:
             entry["analysis"] = previous["analysis"]
         self.results["runs"][name] = entry
         self.touched.add(name)
-        self.analyze(run, model, cached)
+        analyze_run(self, run, model, cached)  # geometry into the entry, the run's figures
         self.save_results()
         summary = ", ".join(f"{k} {v:.2f}" for k, v in ckpt["metrics"].items()
                             if isinstance(v, float) and k.endswith("acc"))
@@ -299,14 +300,17 @@ class Study:
         log_path = self.files.log(run.name)
         env = {**environment(), "device": str(self.device), "compile": self.cfg.compile}
         log = {"run": run.name, "config": cfg, "environment": env, "epochs": []}
+        train = self.split_of(cfg["seed"], cfg["train_subset"])
+        scalars = epoch_scalars(self.cfg.tensorboard and distributed.current().main,
+                                self.out / "tensorboard" / self.files.key(run.name), len(train.labels))
 
         def on_epoch(row):
             log["epochs"].append(row)
             write_json(log_path, log)
             print(epoch_line(row, cfg["epochs"]))
+            scalars(row)
 
         start = time.perf_counter()
-        train = self.split_of(cfg["seed"], cfg["train_subset"])
         extras = build_extras(cfg, model, teacher, train)  # a standard method's regressor or memories
         score_epoch = (lambda: self.evaluate(run, cfg, model)) if cfg.get("score_every_epoch") else None
         history = fit(run.name, cfg, model, train, self.info, self.device, teacher=teacher,
@@ -314,6 +318,7 @@ class Study:
                       compile_mode=self.cfg.compile, extras=extras, score_epoch=score_epoch)
         log["epochs"] = history
         train_seconds = time.perf_counter() - start
+        scalars.close()
         if teacher is not None:
             check_frozen(run.name, frozen, teacher.backbone)
         if not distributed.current().main:
@@ -334,8 +339,7 @@ class Study:
         return model, ckpt
 
     def _read_teacher(self, run: Run, cfg: dict, path: Path, model: ModelWrapper):
-        """A teacher read from a file instead of trained; its test accuracy is measured here, before
-        any student trains."""
+        """A teacher read from a file, not trained; its test accuracy is measured before any student trains."""
         backbone = load_teacher_file(cfg["checkpoint"], cfg["arch"], cfg["num_classes"], cfg.get("in_channels", 3))
         model.backbone.load_state_dict(backbone.state_dict())
         metrics = self.evaluate(run, cfg, model)
@@ -352,13 +356,9 @@ class Study:
     def figure_paths(self, name: str) -> dict[str, Path]:
         return figure_paths(self.plots_dir, self.files.key(name))
 
-    def analyze(self, run: Run, model: ModelWrapper, cached: bool) -> None:
-        """Geometry metrics into the results entry and the run's figures (`analysis.analyze_run`)."""
-        analyze_run(self, run, model, cached)
-
     def finish(self) -> tuple[str, list[Path]]:
         """Study-level figures and the report, from the results file alone: `(report text, figures)`."""
-        from .analysis import study_figures
+        from .overview import study_figures
         from .report import write_report
 
         if not distributed.current().main:

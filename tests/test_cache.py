@@ -195,3 +195,32 @@ def test_the_code_version_is_the_source_as_imported_not_the_file_now(tmp_path):
     assert before == after  # what was imported, not what the file says now
     again = subprocess.run([sys.executable, "-c", script, str(code)], capture_output=True, text=True, cwd=tmp_path)
     assert again.stdout.split()[0] != before  # a new process imports the edited file
+
+
+def test_only_a_stage_reruns_just_that_stage_and_reads_what_it_needs(smoke, tmp_path):
+    """docs/usage.md's "rerun only the bank runs": --only and --force-retrain take the stage's name."""
+    from lwsupcrd.options import StudyConfig, parse_args, validate
+
+    out = tmp_path / "out"
+    shutil.copytree(smoke["out"] / "pth_models", out / "pth_models")
+    args = ["--preset", "smoke", "--data-dir", str(smoke["data"]), "--out-dir", str(out)]
+    runs = {r.name: r for r in validate(parse_args(args, StudyConfig()))}
+    bank = {n for n, r in runs.items() if r.stage == "bank_ablation"}
+    needed, todo = set(), [d for n in bank for d in runs[n].requires]
+    while todo:
+        name = todo.pop()
+        needed.add(name)
+        todo += runs[name].requires
+    assert bank and needed and len(bank | needed) < len(runs)
+    res = subprocess.run([sys.executable, str(ROOT / "desupcon.py"), *args, "--only", "bank_ablation",
+                          "--force-retrain", "bank_ablation", "--tensorboard"], capture_output=True, text=True,
+                         env={**__import__("os").environ, "TQDM_DISABLE": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert set(trained_runs(res.stdout)) == bank
+    assert set(cached_runs(res.stdout)) == needed - bank
+    from test_scalars import read_events
+
+    boards = sorted((out / "tensorboard").iterdir())  # one folder per trained run, named by run and id
+    assert [p.name.rsplit("-", 1)[0] for p in boards] == sorted(bank)
+    epochs = runs[sorted(bank)[0]].cfg["epochs"]
+    assert [step for step, _ in read_events(boards[0])["loss/loss"]] == list(range(1, epochs + 1))
