@@ -52,7 +52,7 @@ STANDARD = (
     Member("regime check: DKD instead of the vanilla student", "dkd", "vanilla"),
 )
 
-# The original protocol: roles that `report.Report.role` finds in a results file ("bank" stands for
+# The original protocol: roles that `roles.Roles.role` finds in a results file ("bank" stands for
 # every bank run, each against its matched control).
 ORIGINAL = (
     Member("the logit weighting (vs unweighted SupCRD)", "lwsupcrd", "unweighted"),

@@ -36,7 +36,7 @@ class Group:
         self.base, self.entries = base, entries
         self.first = entries[0]
         self.stage, self.config = self.first["stage"], self.first["config"]
-        self.control = self.first.get("control")  # a run name; `Report.control_of` finds its group
+        self.control = self.first.get("control")  # a run name; `Roles.control_of` finds its group
 
     def by_seed(self, key: str, space: str = "projection") -> dict[int, float]:
         return {e["config"]["seed"]: value(e, key, space) for e in self.entries if value(e, key, space) is not None}

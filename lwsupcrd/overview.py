@@ -15,7 +15,7 @@ from . import plots
 from .benchmark import ROWS, VANILLA, by_method, family as standard_family
 from .comparisons import MARGIN, RULES, readme_table
 from .groups import Group, mean_std
-from .report import Report, label
+from .roles import Roles, label
 
 GUIDE = {
     "accuracy": "Each row a method, best first; grey dots are seeds, blue the mean ± sd. Read a gap between "
@@ -54,7 +54,7 @@ def _rows(results: dict):
                 if m in groups and groups[m].stats("test_acc")}
         return "test_acc", "top-1 of the student's own classifier, test split, last epoch", students, refs, \
             standard_family(results), "features"
-    r = Report(results)
+    r = Roles(results)
     scored = r.scored(lambda g: g.stage in ("baselines", "bank_ablation") or g.first.get("centre"))
     refs = {}
     if r.raw:
@@ -119,7 +119,7 @@ def overview(results: dict, plots_dir: Path) -> tuple[str, list[Path]]:
 def study_figures(results: dict, plots_dir: Path) -> list[Path]:
     """The study-level figures, from the results file alone: accuracy along each sweep, each bank
     run beside its matched control, and alignment against uniformity of every run (projection)."""
-    r = Report(results)
+    r = Roles(results)
     written = []
     centre = results["settings"].get("sweep_centre", {})
     series = {}

@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 
 from .groups import markdown_table, paired_delta
-from .report import Report, label
+from .report import geometry
+from .roles import Roles, label
 
 FIGURE_NAMES = {"tsne": "t-SNE", "curves": "curves", "weights": "weights", "hypersphere": "hypersphere page",
                 "alignment": "alignment"}
@@ -26,14 +27,14 @@ def in_jupyter() -> bool:
 def stage_table(results: dict, names: list[str]) -> str:
     """One row per experiment of these runs: probe test and train accuracy, gap, the difference to
     SupCon paired by seed, and geometry (projection first, then backbone), each mean ± sd (n)."""
-    r = Report(results)
+    r = Roles(results)
     bases = list(dict.fromkeys(results["runs"][n].get("base") or n for n in names if n in results["runs"]))
     rows = []
     for base in bases:
         g = r.groups[base]
         delta = paired_delta(g, r.supcon, r.key) if r.supcon is not None and g is not r.supcon else "–"
         rows.append([label(g), f"`{base}`", str(len(g.entries))] + [g.fmt(k) for k in (
-            r.key, "probe_test_acc", "probe_train_acc", "probe_gap")] + [delta] + r.geometry(g))
+            r.key, "probe_test_acc", "probe_train_acc", "probe_gap")] + [delta] + geometry(r, g))
     head = "Test acc (%)" if r.key == "probe_test_acc" else "Online classifier (%)"
     return markdown_table(["Method", "Experiment", "Seeds", head, "Probe test (%)", "Probe train (%)", "Probe gap",
                            "Δ vs SupCon", "Align. proj. ↓", "Unif. proj. ↓", "Align. backbone ↓", "Unif. backbone ↓"],
@@ -107,7 +108,7 @@ def show_stage(study, stage: str) -> None:
         keys = ("test_acc", "best_test_acc")
     else:
         table = stage_table(study.results, names)
-        keys = tuple(dict.fromkeys((Report(study.results).key, "probe_test_acc", "probe_train_acc")))
+        keys = tuple(dict.fromkeys((Roles(study.results).key, "probe_test_acc", "probe_train_acc")))
     present("\n\n".join([describe([study.runs[n] for n in names]), table,
                           per_seed(study.results, names, study.out, keys)]), [])
 
@@ -130,7 +131,7 @@ def show_probe(study) -> None:
     original protocol)."""
     if study.standard:
         return
-    r = Report(study.results)
+    r = Roles(study.results)
     supcon = r.supcon.by_seed(r.key) if r.supcon else {}  # each run against its own seed's SupCon
     print(f"accuracy: {r.measure}")
     print(f"{'run':64s} {'test':>7s} {'probe':>7s} {'p.train':>7s} {'vs SupCon':>9s}")

@@ -253,17 +253,18 @@ def test_weights_figure_of_a_constant_weight(tmp_path):
 
 
 def test_report_conditions_name_the_teachers_and_the_students_budgets_apart():
-    from lwsupcrd.report import Report
+    from lwsupcrd.report import conditions
+    from lwsupcrd.roles import Roles
 
     budget = {"teacher": dict(train_size=60000, epochs=5, batch_size=128, optimizer="sgd", lr=0.1),
               "baselines": dict(train_size=10000, epochs=6, batch_size=64, optimizer="adam", lr=0.005)}
     runs = {f"{stage}_seed0": {"stage": stage, "config": {"seed": 0, "method": "x", **b}, "metrics": {}}
             for stage, b in budget.items()}
-    r = Report({"settings": {"dataset": "d", "student_arch": "s", "teacher_arch": "t", "batch_size": 128},
+    r = Roles({"settings": {"dataset": "d", "student_arch": "s", "teacher_arch": "t", "batch_size": 128},
                 "runs": runs})
     assert ("train images per seed: teacher 60000, students 10000; epochs: teacher 5, students 6; batch: teacher "
             "128, students 64; optimiser: teacher sgd, students adam, lr teacher 0.1, students 0.005; seeds [0]"
-            ) in r.conditions(list(r.groups.values()))
+            ) in conditions(r, list(r.groups.values()))
 
 
 STANDARD = ROOT / "results" / "standard-evidence" / "standard_results_resnet20-resnet8_fashion-mnist_b3187e4001.json"

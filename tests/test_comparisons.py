@@ -9,7 +9,7 @@ from scipy import stats
 from helpers import ROOT
 from lwsupcrd.benchmark import family as standard_family
 from lwsupcrd.comparisons import MARGIN, ORIGINAL, STANDARD, holm, paired_stats, verdict
-from lwsupcrd.report import Report
+from lwsupcrd.roles import Roles
 
 ORIGINAL_EVIDENCE = ROOT / "results" / "evidence" / "comprehensive_results_resnet8_fashion-mnist.json"
 STANDARD_EVIDENCE = ROOT / "results" / "standard-evidence" / \
@@ -97,7 +97,7 @@ def test_every_declared_comparison_of_the_original_evidence_recomputed():
             pairs.append((of(bank), of(ORIGINAL_ROLES["lwsupcrd"])))  # the bank run's matched control
         else:
             pairs.append((of(ORIGINAL_ROLES[m.run]), of(ORIGINAL_ROLES[m.reference])))
-    assert_same(Report(results).family(), expected_rows(pairs))
+    assert_same(Roles(results).family(), expected_rows(pairs))
 
 
 def test_every_declared_comparison_of_the_standard_evidence_recomputed():

@@ -103,7 +103,7 @@ def package_imports() -> dict[str, set[str]]:
 
 
 # results file -> statistics -> tables and figures -> documents -> the study that writes them
-RESULTS_TO_PAGE = (("groups", "comparisons", "benchmark"), ("report", "plots"),
+RESULTS_TO_PAGE = (("groups", "comparisons", "benchmark", "roles"), ("report", "plots"),
                    ("analysis", "overview", "show", "readme"), ("study",))
 
 
