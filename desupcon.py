@@ -94,7 +94,7 @@ if not in_notebook():
 print("settings:", study.settings)
 print(f"results: {study.results_path} (settings id {study.settings_id})")
 threads = set_cpu_threads()  # one per usable core, shared by this machine's processes
-print(f"device: {study.device} ({threads} CPU threads); outputs under {study.out.resolve()}")
+print(f"device: {study.device} ({threads} CPU threads); outputs under {study.out}")
 
 # %% [markdown]
 # ## The runs

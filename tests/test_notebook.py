@@ -1,6 +1,9 @@
 """DeSupCon.ipynb is generated from desupcon.py; it must not drift, and it must run headless."""
+import ast
 import json
 import os
+import re
+import subprocess
 import sys
 
 import jupytext
@@ -10,15 +13,24 @@ import pytest
 from helpers import ROOT, results_file
 
 
+def assigned(source):
+    """`{NAME: value}` of a parameters cell."""
+    return {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(source).body
+            if isinstance(node, ast.Assign)}
+
+
 def code_cells(nb):
-    return [c.source.strip() for c in nb.cells if c.cell_type == "code"]
+    """The code cells; the parameters cell as its names only (the committed notebook's values are
+    those of the run it shows, set by scripts/run_notebook.py)."""
+    return [sorted(assigned(c.source)) if "parameters" in c.metadata.get("tags", []) else c.source.strip()
+            for c in nb.cells if c.cell_type == "code"]
 
 
 def test_notebook_mirrors_script():
     script = jupytext.read(ROOT / "desupcon.py")
     notebook = jupytext.read(ROOT / "DeSupCon.ipynb")
     assert code_cells(script) == code_cells(notebook), \
-        "DeSupCon.ipynb drifted: run `jupytext --to ipynb desupcon.py -o DeSupCon.ipynb`"
+        "DeSupCon.ipynb drifted: run `python scripts/run_notebook.py` (or jupytext --to ipynb desupcon.py)"
     assert [c.source.strip() for c in script.cells if c.cell_type == "markdown"] == \
            [c.source.strip() for c in notebook.cells if c.cell_type == "markdown"]
     params = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
@@ -96,3 +108,48 @@ def test_committed_notebook_opens_with_the_answer_and_stays_small():
     assert with_images and "overview(" in code[with_images[0]].source and len(with_images) == 1
     assert not [o for c in code for o in c.outputs if o.output_type == "execute_result"]
     assert (ROOT / "DeSupCon.ipynb").stat().st_size <= 2_690_552
+
+
+def committed():
+    nb = nbformat.read(ROOT / "DeSupCon.ipynb", as_version=4)
+    params = assigned(next(c for c in nb.cells if "parameters" in c.metadata.get("tags", [])).source)
+    texts = ["".join(o.get("text", "") + o.get("data", {}).get("text/markdown", "") for o in c.get("outputs", []))
+             for c in nb.cells if c.cell_type == "code"]
+    return nb, params, texts
+
+
+def test_committed_notebook_settings_are_those_of_the_run_it_shows():
+    from lwsupcrd.protocol import PRESETS, STANDARD_PRESETS
+
+    nb, params, texts = committed()
+    printed = next(line for t in texts for line in t.splitlines() if line.startswith("settings: "))
+    settings = ast.literal_eval(printed.removeprefix("settings: "))
+    presets = STANDARD_PRESETS if params["PROTOCOL"] == "standard" else PRESETS
+    assert settings.get("protocol", "lwsupcrd") == params["PROTOCOL"] and settings["preset"] == params["PRESET"]
+    assert settings["dataset"] == (params["DATASET"] or presets[params["PRESET"]]["dataset"])
+    assert f"outputs under {params['OUT_DIR']}" in "".join(texts)
+
+
+def test_committed_notebook_has_no_empty_section_no_dead_link_and_no_machine_path():
+    nb, params, texts = committed()
+    section, shown = None, {}
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and cell.source.startswith("## "):
+            section = cell.source.splitlines()[0]
+            shown.setdefault(section, False)
+        elif cell.cell_type == "code" and section and cell.get("outputs"):
+            shown[section] = True
+    assert shown and not [s for s, any_output in shown.items() if not any_output], "sections with no output"
+    ignored = []
+    for text in texts + [c.source for c in nb.cells if c.cell_type == "markdown"]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"https?://|#", target):
+                continue
+            local = ROOT / target.split("#")[0]
+            assert local.exists(), f"the notebook links to {target}, which a clone lacks"
+            ignored.append(str(local))
+    if ignored:
+        res = subprocess.run(["git", "check-ignore", *ignored], cwd=ROOT, capture_output=True, text=True)
+        assert res.stdout == "", f"links into ignored folders: {res.stdout}"
+    machine = re.compile(r"(/root/|/home/|/tmp/|/work/|/Users/|[A-Z]:\\\\)")
+    assert not [t for t in texts if machine.search(t)], "an output prints a path of the machine that ran it"
