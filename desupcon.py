@@ -57,6 +57,7 @@ from lwsupcrd.distributed import init_from_env
 from lwsupcrd.machine import estimate_hours, set_cpu_threads, standard_estimate
 from lwsupcrd.options import StudyConfig, in_notebook, parse_args, validate
 from lwsupcrd.overview import overview
+from lwsupcrd.protocol import listing
 from lwsupcrd.show import present, show_probe, show_stage
 from lwsupcrd.study import Study, StudyError
 from lwsupcrd.data import DataError
@@ -102,11 +103,12 @@ print(f"device: {study.device} ({threads} CPU threads); outputs under {study.out
 
 # %%
 if config.list_runs:
-    for name in study.order():
-        print(f"{study.runs[name].stage:14s} {name}")
+    print("\n".join(listing([study.runs[name] for name in study.order()])))  # with the settings that differ
     if not in_notebook():
         sys.exit(0)
     stop(f"listed {len(study.order())} runs (--list); run the notebook without it to train them")
+stages = dict.fromkeys(study.runs[name].stage for name in study.order())
+print(f"{len(study.order())} runs in {len(stages)} stages ({', '.join(stages)}); --list prints each with its settings")
 
 # %% [markdown]
 # ## Data

@@ -126,7 +126,7 @@ def study_figures(results: dict, plots_dir: Path) -> list[Path]:
     for key, mode in (("alpha", "weight"), ("alpha", "logit"), ("beta", "weight"), ("temperature", "weight")):
         fixed = {k: v for k, v in centre.items() if k != key}
         pts = sorted((g.config[key], g.stats(r.key)[0]) for g in r.scored(
-            lambda g: g.stage == "lwsupcrd" and g.config.get("alpha_mode", "weight") == mode
+            lambda g: r.in_sweep(g) and g.config.get("alpha_mode", "weight") == mode
             and all(g.config[k] == v for k, v in fixed.items())))
         if len(pts) >= 2:
             series[f"{key} ({mode})" if key == "alpha" else key] = pts

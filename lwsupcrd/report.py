@@ -98,7 +98,7 @@ def main_table(r: Roles) -> list[str]:
 
 def sweeps(r: Roles) -> list[str]:
     centre = r.results["settings"].get("sweep_centre", {})
-    sweep = [g for g in r.groups.values() if g.stage == "lwsupcrd"]
+    sweep = [g for g in r.groups.values() if r.in_sweep(g)]
     out = []
     symbols = {"alpha": "α", "beta": "β", "temperature": "τ"}
     for key, mode in (("alpha", "weight"), ("alpha", "logit"), ("beta", "weight"), ("temperature", "weight")):

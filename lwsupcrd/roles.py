@@ -100,6 +100,12 @@ class Roles:
     def control_of(self, g: Group) -> Group | None:
         return self.groups.get(self.names.get(g.control, "")) if g.control else None
 
+    def in_sweep(self, g: Group) -> bool:
+        """Whether `g` is a point of the LW-SupCRD sweeps: its stage's runs in the preset's loss form (the
+        other form's run at the centre is a comparison, not a sweep point; the logit reading has one form)."""
+        form = self.results["settings"].get("lw_form")
+        return g.stage == "lwsupcrd" and (g.config.get("alpha_mode") == "logit" or g.config.get("lw_form") == form)
+
     def scored(self, pred) -> list[Group]:
         return [g for g in self.groups.values() if pred(g) and g.stats(self.key) is not None]
 

@@ -77,13 +77,14 @@ def describe(runs: list) -> str:
     if any(r.cfg["method"] == "standard" for r in runs):
         from .benchmark import ROWS, row_of
 
-        text += ("; student loss gamma CE + a KD + b distill (gamma, a, b): " + ", ".join(
+        text += ("; student loss gamma CE + a KD + b distill (gamma, a, b): " + ", ".join(dict.fromkeys(
             f"{ROWS[row_of(r.cfg)]} ({r.cfg['gamma']:g}, {r.cfg['kd_weight']:g}, {r.cfg['distill_weight']:g})"
-            for r in runs if r.cfg["method"] == "standard"))
+            for r in runs if r.cfg["method"] == "standard")))  # once per method, not per seed
     lw = [r.cfg for r in runs if r.cfg["method"] == "lwsupcrd" and r.cfg.get("logit_weighting", True)]
     if lw:
-        text += "; LW-SupCRD (α, β, τ, α reading): " + ", ".join(
-            f"({x['alpha']:g}, {x['beta']:g}, {x['temperature']:g}, {x['alpha_mode']})" for x in lw)
+        text += "; LW-SupCRD (α, β, τ, α reading, loss form): " + ", ".join(dict.fromkeys(
+            f"({x['alpha']:g}, {x['beta']:g}, {x['temperature']:g}, {x['alpha_mode']}, {x.get('lw_form', 'per_positive')})"
+            for x in lw))
     banks = sorted({(r.cfg["bank_negatives"], r.cfg["bank_momentum"]) for r in runs if r.cfg.get("bank_negatives")})
     if banks:
         text += "; bank: " + ", ".join(f"{k} negatives, momentum {m:g}" for k, m in banks)

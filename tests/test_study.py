@@ -79,7 +79,7 @@ def test_force_retrain_retrains_everything(smoke, tmp_path):
 def test_only_brings_in_prerequisites_and_list_prints_order(smoke, tmp_path):
     listed = run_script("--preset", "smoke", "--list")
     assert listed.returncode == 0
-    names = [line.split()[-1] for line in listed.stdout.splitlines() if line.startswith(("teacher ", "projection",
+    names = [line.split()[1] for line in listed.stdout.splitlines() if line.startswith(("teacher ", "projection",
                                                                                          "baselines", "lwsupcrd",
                                                                                          "bank_ablation"))]
     assert names == SMOKE_RUNS
@@ -282,7 +282,7 @@ def test_stage_description_uses_the_configured_values():
 
     runs = [r for r in build_runs(dict(PRESETS["quick"], seed=0, alpha_modes=("weight", "logit"))) if r.stage == "lwsupcrd"]
     text = describe(runs)
-    assert "resnet8, 4 epochs, adam lr 0.002" in text and "(5, 10, 0.07, logit)" in text
+    assert "resnet8, 4 epochs, adam lr 0.002" in text and "(5, 10, 0.07, logit, per_positive)" in text
 
 
 def test_every_study_prints_its_time_estimate_before_anything_trains(smoke):
