@@ -128,7 +128,7 @@ def comparisons(results: dict, key: str = "test_acc") -> str:
 
 
 def details(results: dict) -> str:
-    """Per method: last-epoch top-1 (the score), the best epoch's (labelled), and for the LW-SupCRD
+    """Per method: last-epoch top-1 (the score), the best scored epoch's (labelled), and for the LW-SupCRD
     family the teacher's probability of the true class and its wrong share on the students' images."""
     rows = []
     groups = by_method(results)
@@ -137,7 +137,7 @@ def details(results: dict) -> str:
             g = groups[method]
             rows.append([label, g.fmt("test_acc"), g.fmt("best_test_acc"), g.fmt("best_epoch", 1),
                          g.fmt("w.q_mean", 3), g.fmt("w.teacher_wrong", 3)])
-    return markdown_table(["Method", "Top-1, last epoch (%)", "Top-1, best epoch (%)", "Best epoch",
+    return markdown_table(["Method", "Top-1, last epoch (%)", "Top-1, best scored epoch (%)", "Best epoch",
                            "Teacher q (true class)", "Teacher wrong share"], rows)
 
 
@@ -149,7 +149,7 @@ def time_line(results: dict) -> str:
     if not students:
         return ""
     total = sum(teacher) + sum(students)
-    return (f"Training time as the runs recorded it (scoring every epoch included): teacher "
+    return (f"Training time as the runs recorded it (scoring the test split during training included): teacher "
             f"{sum(teacher):.0f} s; {len(students)} students, median {students[len(students) // 2]:.0f} s "
             f"(range {students[0]:.0f}–{students[-1]:.0f} s); all runs together {total / 3600:.2f} h. A run that "
             f"shared the cores or was paused records that time too, so the median is the figure to read.")

@@ -233,15 +233,6 @@ METHODS: dict[str, Method] = {m.name: m for m in [
 ]}
 
 
-# the standard report's comparisons that change one thing: (what changes, run, reference)
-COMPARISONS = (("the logit weighting (vs unweighted SupCRD)", "lwsupcrd", "supcrd_unweighted"),
-             ("the teacher's probabilities at LW-SupCRD's strength (vs a one-hot teacher)", "lwsupcrd", "supcrd_onehot"),
-             ("LW-SupCRD instead of KD", "lwsupcrd", "kd"), ("LW-SupCRD instead of the published CRD", "lwsupcrd", "crd"),
-             ("LW-SupCRD instead of DKD", "lwsupcrd", "dkd"), ("KD added to LW-SupCRD", "lwsupcrd_kd", "lwsupcrd"),
-             ("LW-SupCRD+KD instead of CRD+KD", "lwsupcrd_kd", "crd_kd"), ("KD added to CRD", "crd_kd", "crd"),
-             ("distillation at all: LW-SupCRD instead of the vanilla student", "lwsupcrd", "vanilla"))
-
-
 def method_of(cfg: dict) -> Method:
     return METHODS[cfg["recipe"]]
 

@@ -179,7 +179,7 @@ def test_the_evidence_preset_shares_one_teacher_and_draws_each_seeds_students_su
     assert len(students) == 3 * len(METHODS) and {r.cfg["seed"] for r in students} == {0, 1, 2}
     assert all(r.requires == (teachers[0].name,) for r in students if r.teacher is not None)
     assert {r.cfg["train_subset"] for r in students} == {STANDARD_PRESETS["evidence"]["train_subset"]}
-    assert all(r.cfg["score_every_epoch"] for r in students)
+    assert all(r.cfg["score_every"] == 1 for r in students)
     full = Split(torch.zeros(6000, 1, 2, 2, dtype=torch.uint8), torch.arange(6000) % 10, torch.arange(6000), [])
     subsets = [balanced_subset(full, 2000, seed).indices for seed in (0, 1)]
     assert not torch.equal(*subsets) and torch.bincount(full.labels[subsets[0]]).tolist() == [200] * 10
@@ -211,3 +211,34 @@ def test_dkd_runs_with_each_pairs_beta_and_says_where_it_comes_from():
     assert METHODS["dkd"].config("resnet20-resnet8", 30)["dkd_beta"] == 2.0  # thin ResNets, stated
     assert METHODS["dkd"].config("wrn_16_2-wrn_16_1", 30)["dkd_beta"] == 6.0
     assert dkd_beta("resnet50-resnet18")[1].startswith("no mdistiller config")
+
+
+@pytest.mark.parametrize("every, scored", [(1, [1, 2, 3, 4, 5, 6, 7]), (3, [3, 6, 7]), (0, [7])])
+def test_the_test_split_is_scored_every_kth_epoch_and_the_last(every, scored):
+    from lwsupcrd.protocol import scored_epoch
+
+    assert [e for e in range(1, 8) if scored_epoch({"epochs": 7, "score_every": every}, e)] == scored
+
+
+def test_fit_keeps_the_scores_of_the_scored_epochs_only(tmp_path):
+    """A run scored every 2nd epoch is asked after each epoch; its rows carry test_acc at the 2nd and the last."""
+    from lwsupcrd.data import DATASETS, Split
+    from lwsupcrd.models import ModelWrapper
+    from lwsupcrd.protocol import scored_epoch
+    from lwsupcrd.train import fit
+
+    cfg = dict(arch="resnet8", num_classes=10, in_channels=1, epochs=3, batch_size=16, seed=0, method="ce",
+               optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="cosine", score_every=2)
+    gen = torch.Generator().manual_seed(0)
+    train = Split(torch.randint(0, 256, (48, 1, 28, 28), generator=gen, dtype=torch.uint8), torch.arange(48) % 10,
+                  torch.arange(48), [str(i) for i in range(10)])
+    asked = []
+
+    def score(epoch):
+        asked.append(epoch)
+        return {"test_acc": float(epoch)} if scored_epoch(cfg, epoch) else None
+
+    torch.manual_seed(0)
+    rows = fit("r", cfg, ModelWrapper.from_config(cfg), train, DATASETS["fashion-mnist"], torch.device("cpu"),
+               progress=False, score_epoch=score)
+    assert asked == [1, 2, 3] and [r.get("test_acc") for r in rows] == [None, 2.0, 3.0]
