@@ -6,7 +6,7 @@ a 3x3 stride-1 stem and no max-pool; distributed on the Hugging Face hub as
 `edadaltocg/resnet50_cifar100`, a plain state dict), whose key names are ours.
 
 Our `resnet8` ... `resnet110`, `resnet8x4` and `resnet32x4` have RepDistiller's key names; the wide
-ResNets have the same tensors under other names, mapped here. `tests/fixtures/repdistiller_reference.pt`
+ResNets have the same tensors under other names, and VGG its classifier, mapped here. `tests/fixtures/repdistiller_reference.pt`
 holds every key and shape of the reference definitions and, for the smallest network of each family,
 the reference output for `synthetic_state` weights; it was recorded by
 `scripts/record_reference_fixture.py` from RepDistiller's own code, which never enters the project.
@@ -25,7 +25,8 @@ from .models import create_model
 
 # the architectures a published teacher or student checkpoint can be loaded into
 PUBLISHED_ARCHS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
-                   "resnet8x4", "resnet32x4", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2")
+                   "resnet8x4", "resnet32x4", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2",
+                   "vgg8", "vgg11", "vgg13", "vgg16", "vgg19")
 # the architectures a timm-layout file (detectors' CIFAR ResNets, the original's teacher) loads into
 TIMM_ARCHS = ("resnet18", "resnet50")
 # the original work's teacher, by its hub name (`--teacher-checkpoint hub:<name>`), and where the hub serves it
@@ -38,6 +39,13 @@ _WRN_TO_OURS = ((re.compile(r"^(block\d)\.layer\.(\d+)\."), r"\1.\2."), (re.comp
                 (re.compile(r"^bn1\."), "bn."))
 _WRN_TO_REFERENCE = ((re.compile(r"^(block\d)\.(\d+)\."), r"\1.layer.\2."), (re.compile(r"\.shortcut\."), ".convShortcut."),
                      (re.compile(r"^bn\."), "bn1."))
+# (to ours, to the reference) per family whose names differ: the WRNs' blocks, VGG's classifier
+_RULES = {"wrn": (_WRN_TO_OURS, _WRN_TO_REFERENCE),
+          "vgg": (((re.compile(r"^classifier\."), "fc."),), ((re.compile(r"^fc\."), "classifier."),))}
+
+
+def _family(arch: str) -> str:
+    return re.match(r"[a-z]+", arch).group(0)
 
 
 def _rename(key: str, rules) -> str:
@@ -48,12 +56,12 @@ def _rename(key: str, rules) -> str:
 
 def to_ours(arch: str, key: str) -> str:
     """Our name of a reference (RepDistiller) state-dict key for this architecture."""
-    return _rename(key, _WRN_TO_OURS) if arch.startswith("wrn") else key
+    return _rename(key, _RULES[_family(arch)][0]) if _family(arch) in _RULES else key
 
 
 def to_reference(arch: str, key: str) -> str:
     """RepDistiller's name of one of our state-dict keys for this architecture."""
-    return _rename(key, _WRN_TO_REFERENCE) if arch.startswith("wrn") else key
+    return _rename(key, _RULES[_family(arch)][1]) if _family(arch) in _RULES else key
 
 
 def reference_state(arch: str, model: nn.Module) -> dict[str, torch.Tensor]:
