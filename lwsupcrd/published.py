@@ -26,7 +26,7 @@ from .models import create_model
 # the architectures a published teacher or student checkpoint can be loaded into
 PUBLISHED_ARCHS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
                    "resnet8x4", "resnet32x4", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2",
-                   "vgg8", "vgg11", "vgg13", "vgg16", "vgg19")
+                   "vgg8", "vgg11", "vgg13", "vgg16", "vgg19", "MobileNetV2")
 # the architectures a timm-layout file (detectors' CIFAR ResNets, the original's teacher) loads into
 TIMM_ARCHS = ("resnet18", "resnet50")
 # the original work's teacher, by its hub name (`--teacher-checkpoint hub:<name>`), and where the hub serves it
@@ -41,11 +41,12 @@ _WRN_TO_REFERENCE = ((re.compile(r"^(block\d)\.(\d+)\."), r"\1.layer.\2."), (re.
                      (re.compile(r"^bn\."), "bn1."))
 # (to ours, to the reference) per family whose names differ: the WRNs' blocks, VGG's classifier
 _RULES = {"wrn": (_WRN_TO_OURS, _WRN_TO_REFERENCE),
-          "vgg": (((re.compile(r"^classifier\."), "fc."),), ((re.compile(r"^fc\."), "classifier."),))}
+          "vgg": (((re.compile(r"^classifier\."), "fc."),), ((re.compile(r"^fc\."), "classifier."),)),
+          "MobileNetV": (((re.compile(r"^(classifier|fc)\.0\."), "fc."),), ((re.compile(r"^fc\."), "classifier.0."),))}
 
 
 def _family(arch: str) -> str:
-    return re.match(r"[a-z]+", arch).group(0)
+    return re.match(r"[A-Za-z]+", arch).group(0)
 
 
 def _rename(key: str, rules) -> str:

@@ -9,11 +9,11 @@ average pooling of block 4's rectified output feeds the classifier.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .layers import reference_init
 
 # convolution widths per block (RepDistiller's configurations S, A, B, D and E)
 LAYOUTS = {
@@ -41,16 +41,7 @@ class VGG(nn.Module):
             setattr(self, f"block{i}", _block(block, widths[i]))
         self.feature_dim = layout[-1][-1]
         self.fc = nn.Linear(self.feature_dim, num_classes)
-        for m in self.modules():  # RepDistiller's initialisation
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / (m.kernel_size[0] * m.kernel_size[1] * m.out_channels)))
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        reference_init(self)
 
     def forward_stages(self, x: torch.Tensor, preact: bool = False):
         """`[block 0, blocks 1-4 (post- or pre-activation), pooled], logits`, as RepDistiller's `is_feat`."""
