@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from .mobilenet import MobileNetV2
+from .shufflenet import shuffle_v1, shuffle_v2
 from .vgg import LAYOUTS as VGG_LAYOUTS, VGG
 
 
@@ -201,6 +202,8 @@ MODEL_REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "wrn_40_2": lambda nc, ic: WideResNet(40, 2, nc, ic),
     **{name: (lambda layout: lambda nc, ic: VGG(layout, nc, ic))(layout) for name, layout in VGG_LAYOUTS.items()},
     "MobileNetV2": lambda nc, ic: MobileNetV2(nc, ic),  # RepDistiller's (mobile_half)
+    "ShuffleV1": shuffle_v1,
+    "ShuffleV2": shuffle_v2,
 }
 
 
