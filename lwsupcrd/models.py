@@ -204,6 +204,7 @@ MODEL_REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "MobileNetV2": lambda nc, ic: MobileNetV2(nc, ic),  # RepDistiller's (mobile_half)
     "ShuffleV1": shuffle_v1,
     "ShuffleV2": shuffle_v2,
+    "ResNet50": lambda nc, ic: CifarResNet(Bottleneck, [3, 4, 6, 3], nc, ic),  # RepDistiller's name of resnet50
 }
 
 
