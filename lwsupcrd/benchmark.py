@@ -110,11 +110,12 @@ def standard_table(all_results: list[dict], conditions_of: bool = True) -> str:
         + departures)
 
 
-def published_table() -> str:
-    """The layout with the published numbers of every pair and no number of ours (docs/standard-benchmark.md)."""
-    empty = [{"settings": dict(zip(("teacher_arch", "student_arch"), pair.split("-"))), "runs": {}}
-             for pair in PAIRS]
-    return "\n".join(standard_table(empty, conditions_of=False).splitlines()[:2 + len(ROWS)])
+def published_table(pairs: tuple[str, ...]) -> str:
+    """The published top-1 (%) of every row on these pairs, theirs only (docs/standard-benchmark.md's
+    Tables 1 and 2); – where no source has a number."""
+    rows = [[label] + ["–" if (n := published(method, pair)) is None else f"{n:.2f}" for pair in pairs]
+            for method, label in ROWS.items()]
+    return markdown_table(["Method"] + [pair.replace("-", " → ") for pair in pairs], rows)
 
 
 def comparisons(results: dict, key: str = "test_acc") -> str:

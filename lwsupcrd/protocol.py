@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .data import DATASETS
 from .losses import onehot_teacher_beta
-from .methods import METHODS, PAIRS, SWEEP_CENTRE  # noqa: F401 (SWEEP_CENTRE: stated with the methods)
+from .methods import METHODS, PAIRS, SWEEP_CENTRE, student_lr  # noqa: F401 (SWEEP_CENTRE: stated with the methods)
 
 STAGES = ("teacher", "projection", "baselines", "lwsupcrd", "bank_ablation")
 ABLATION_SCHEDULE = dict(weight_decay=1e-4, schedule="cosine")  # the original's memory-bank ablation
@@ -339,7 +339,8 @@ def build_standard_runs(settings: dict) -> list[Run]:
             lr_milestones=list(settings["teacher_lr_milestones"])))
     student = dict(common, arch=s, epochs=settings["student_epochs"], method="standard",
                    kd_temperature=settings["kd_temperature"], temperature=c["temperature"],
-                   score_every=settings["score_every"])
+                   score_every=settings["score_every"],  # RepDistiller's lr for MobileNetV2/ShuffleNet students
+                   lr=student_lr(s, settings["lr"]) if settings["lr"] == _REFERENCE_RECIPE["lr"] else settings["lr"])
     runs = [teacher]
     for name, method in METHODS.items():
         cfg = dict(student, **method.config(f"{t}-{s}", settings["student_epochs"]))
