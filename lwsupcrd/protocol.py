@@ -237,6 +237,12 @@ def selects(pattern: str, run: Run) -> bool:
     return pattern == run.stage or fnmatch.fnmatch(run.name, pattern) or fnmatch.fnmatch(run.base, pattern)
 
 
+def listing(runs: list[Run]) -> list[str]:
+    """`--list`: one line per run, its stage, name and every setting that differs between the listed runs."""
+    varying = sorted({k for r in runs for k in r.cfg if len({repr(x.cfg.get(k)) for x in runs}) > 1})
+    return [f"{r.stage:14s} {r.name}  " + ", ".join(f"{k}={r.cfg[k]}" for k in varying if k in r.cfg) for r in runs]
+
+
 def dependency_order(runs: dict[str, Run], only: list[str] | None = None) -> list[str]:
     """The runs that `only`'s stages and run-name patterns select (all if None) and, before each, the
     runs it needs."""
