@@ -268,3 +268,15 @@ def test_fit_keeps_the_scores_of_the_scored_epochs_only(tmp_path):
     rows = fit("r", cfg, ModelWrapper.from_config(cfg), train, DATASETS["fashion-mnist"], torch.device("cpu"),
                progress=False, score_epoch=score)
     assert asked == [1, 2, 3] and [r.get("test_acc") for r in rows] == [None, 2.0, 3.0]
+
+
+def test_list_shows_each_pairs_runs_with_the_settings_that_differ():
+    from helpers import run_script
+
+    listed = run_script("--protocol", "standard", "--list", "--pair", "vgg13-MobileNetV2")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    lines = [line for line in listed.stdout.splitlines() if line.startswith(("teacher ", "distillation "))]
+    assert len(lines) == 1 + len(METHODS)
+    assert "std_teacher_vgg13_cifar100" in lines[0] and "lr=0.05" in lines[0] and "arch=vgg13" in lines[0]
+    assert all("lr=0.01" in line and "arch=MobileNetV2" in line for line in lines[1:])
+    assert "dkd_beta=6.0" in next(line for line in lines if "std_dkd_" in line)  # mdistiller's vgg13_mv2.yaml

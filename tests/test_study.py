@@ -79,7 +79,7 @@ def test_force_retrain_retrains_everything(smoke, tmp_path):
 def test_only_brings_in_prerequisites_and_list_prints_order(smoke, tmp_path):
     listed = run_script("--preset", "smoke", "--list")
     assert listed.returncode == 0
-    names = [line.split()[-1] for line in listed.stdout.splitlines() if line.startswith(("teacher ", "projection",
+    names = [line.split()[1] for line in listed.stdout.splitlines() if line.startswith(("teacher ", "projection",
                                                                                          "baselines", "lwsupcrd",
                                                                                          "bank_ablation"))]
     assert names == SMOKE_RUNS
