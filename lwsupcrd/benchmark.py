@@ -110,11 +110,12 @@ def standard_table(all_results: list[dict], conditions_of: bool = True) -> str:
         + departures)
 
 
-def published_table() -> str:
-    """The layout with the published numbers of every pair and no number of ours (docs/standard-benchmark.md)."""
-    empty = [{"settings": dict(zip(("teacher_arch", "student_arch"), pair.split("-"))), "runs": {}}
-             for pair in PAIRS]
-    return "\n".join(standard_table(empty, conditions_of=False).splitlines()[:2 + len(ROWS)])
+def published_table(pairs: tuple[str, ...]) -> str:
+    """The published top-1 (%) of every row on these pairs, theirs only (docs/standard-benchmark.md's
+    Tables 1 and 2); – where no source has a number."""
+    rows = [[label] + ["–" if (n := published(method, pair)) is None else f"{n:.2f}" for pair in pairs]
+            for method, label in ROWS.items()]
+    return markdown_table(["Method"] + [pair.replace("-", " → ") for pair in pairs], rows)
 
 
 def comparisons(results: dict, key: str = "test_acc") -> str:
@@ -128,7 +129,7 @@ def comparisons(results: dict, key: str = "test_acc") -> str:
 
 
 def details(results: dict) -> str:
-    """Per method: last-epoch top-1 (the score), the best epoch's (labelled), and for the LW-SupCRD
+    """Per method: last-epoch top-1 (the score), the best scored epoch's (labelled), and for the LW-SupCRD
     family the teacher's probability of the true class and its wrong share on the students' images."""
     rows = []
     groups = by_method(results)
@@ -137,7 +138,7 @@ def details(results: dict) -> str:
             g = groups[method]
             rows.append([label, g.fmt("test_acc"), g.fmt("best_test_acc"), g.fmt("best_epoch", 1),
                          g.fmt("w.q_mean", 3), g.fmt("w.teacher_wrong", 3)])
-    return markdown_table(["Method", "Top-1, last epoch (%)", "Top-1, best epoch (%)", "Best epoch",
+    return markdown_table(["Method", "Top-1, last epoch (%)", "Top-1, best scored epoch (%)", "Best epoch",
                            "Teacher q (true class)", "Teacher wrong share"], rows)
 
 
@@ -149,7 +150,7 @@ def time_line(results: dict) -> str:
     if not students:
         return ""
     total = sum(teacher) + sum(students)
-    return (f"Training time as the runs recorded it (scoring every epoch included): teacher "
+    return (f"Training time as the runs recorded it (scoring the test split during training included): teacher "
             f"{sum(teacher):.0f} s; {len(students)} students, median {students[len(students) // 2]:.0f} s "
             f"(range {students[0]:.0f}–{students[-1]:.0f} s); all runs together {total / 3600:.2f} h. A run that "
             f"shared the cores or was paused records that time too, so the median is the figure to read.")

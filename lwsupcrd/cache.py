@@ -94,13 +94,17 @@ class RunFiles:
 
     def curve(self, name: str) -> dict[str, list[float]]:
         """The run's per-epoch loss, cross-entropy and train/test accuracy from its training log (the
-        overlaid curves of `overview`); empty without a log."""
+        overlaid curves of `overview`; None at an epoch where the test split was not scored); empty
+        without a log."""
         try:
             rows = json.loads(self.log(name).read_text())["epochs"]
         except (OSError, ValueError, KeyError, TypeError):
             return {}
-        return {k: [round(float(r[k]), 4) for r in rows] for k in ("loss", "ce", "train_acc", "test_acc")
-                if rows and all(k in r for r in rows)}
+        curve = {k: [round(float(r[k]), 4) for r in rows] for k in ("loss", "ce", "train_acc")
+                 if rows and all(k in r for r in rows)}
+        if any("test_acc" in r for r in rows):
+            curve["test_acc"] = [round(float(r["test_acc"]), 4) if "test_acc" in r else None for r in rows]
+        return curve
 
 
 def other_config_note(files: RunFiles, name: str, cfg: dict) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from .models import ModelWrapper, create_model
+from .protocol import scored_epoch
 
 
 # ---------------------------------------------------------------- the runner
@@ -138,7 +139,8 @@ def standard_estimate(study) -> list[str]:
             continue
         n = len(study.split_of(c["seed"], c["train_subset"]))  # the teacher's split may be larger
         per_image = 3 * f[c["arch"]] + (f[s["teacher_arch"]] if run.teacher else 0)
-        total = c["epochs"] * (n * per_image + (len(study.test) * f[c["arch"]] if c.get("score_every_epoch") else 0))
+        scored = sum(scored_epoch(c, e) for e in range(1, c["epochs"] + 1)) if "score_every" in c else 0
+        total = c["epochs"] * n * per_image + scored * len(study.test) * f[c["arch"]]
         hours += total / rate / 3600
         lines.append(f"  {run.name}: {total / 1e12:.4g} TFLOP, about {total / rate / 3600:.2g} h")
     lines.append(f"  the whole study: about {hours:.2g} h")

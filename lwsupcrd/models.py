@@ -15,6 +15,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from .mobilenet import MobileNetV2
+from .shufflenet import shuffle_v1, shuffle_v2
+from .vgg import LAYOUTS as VGG_LAYOUTS, VGG
+
 
 def _last_block(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A torchvision BasicBlock or Bottleneck as its forward computes it: `(output, pre-activation)`,
@@ -196,6 +200,11 @@ MODEL_REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "wrn_16_2": lambda nc, ic: WideResNet(16, 2, nc, ic),
     "wrn_40_1": lambda nc, ic: WideResNet(40, 1, nc, ic),
     "wrn_40_2": lambda nc, ic: WideResNet(40, 2, nc, ic),
+    **{name: (lambda layout: lambda nc, ic: VGG(layout, nc, ic))(layout) for name, layout in VGG_LAYOUTS.items()},
+    "MobileNetV2": lambda nc, ic: MobileNetV2(nc, ic),  # RepDistiller's (mobile_half)
+    "ShuffleV1": shuffle_v1,
+    "ShuffleV2": shuffle_v2,
+    "ResNet50": lambda nc, ic: CifarResNet(Bottleneck, [3, 4, 6, 3], nc, ic),  # RepDistiller's name of resnet50
 }
 
 

@@ -152,19 +152,23 @@ def curves_figure(log: dict, path: Path) -> None:
     rows = log.get("epochs", [])
     if not rows:
         return
-    skip = {"epoch", "lr", "epoch_seconds", "images_per_second", "train_acc"}
-    parts = [k for k in rows[0] if k not in skip and not k.startswith("w.")]
+    skip = {"epoch", "lr", "epoch_seconds", "images_per_second", "train_acc", "test_acc"}
+    parts = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in skip and not k.startswith("w.")]
     epochs = [r["epoch"] for r in rows]
     accuracy = "train_acc" in rows[0]  # only a loss with a classifier measures it
     fig = Figure(figsize=(14 if accuracy else 9.5, 3.9), layout="constrained")
     axes = fig.subplots(1, 3 if accuracy else 2)
     for k in parts:
-        axes[0].plot(epochs, [r[k] for r in rows], marker="o", ms=3, label=k)
+        axes[0].plot([r["epoch"] for r in rows if k in r], [r[k] for r in rows if k in r], marker="o", ms=3, label=k)
     axes[0].set_title("loss")
     axes[0].legend(fontsize=7)
     if accuracy:
-        axes[1].plot(epochs, [r["train_acc"] for r in rows], marker="o", ms=3)
-        axes[1].set_title("train accuracy (%)")
+        axes[1].plot(epochs, [r["train_acc"] for r in rows], marker="o", ms=3, label="train")
+        scored = [r for r in rows if "test_acc" in r]  # where the test split was scored
+        if scored:
+            axes[1].plot([r["epoch"] for r in scored], [r["test_acc"] for r in scored], marker="s", ms=3, label="test")
+            axes[1].legend(fontsize=7)
+        axes[1].set_title("accuracy (%)")
     axes[-1].plot(epochs, [r["lr"] for r in rows], marker="o", ms=3)
     axes[-1].set_title("learning rate")
     for ax in axes:
@@ -325,8 +329,9 @@ def curves_overlay_figure(series: dict[str, dict[str, list[list[float]]]], path:
             if not runs:
                 continue
             n = min(len(r) for r in runs)
-            values = np.array([r[:n] for r in runs])
-            epochs = np.arange(1, n + 1)
+            values = np.array([[np.nan if v is None else v for v in r[:n]] for r in runs], dtype=float)
+            measured = ~np.isnan(values).any(0)  # epochs where every seed has a value (the test split: scored ones)
+            epochs, values = np.arange(1, n + 1)[measured], values[:, measured]
             ax.plot(epochs, values.mean(0), color=cmap(i % 20), linewidth=1.3, label=method)
             if len(runs) > 1:
                 ax.fill_between(epochs, values.min(0), values.max(0), color=cmap(i % 20), alpha=0.18, linewidth=0)

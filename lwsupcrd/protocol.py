@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .data import DATASETS
 from .losses import onehot_teacher_beta
-from .methods import METHODS, PAIRS, SWEEP_CENTRE  # noqa: F401 (SWEEP_CENTRE: stated with the methods)
+from .methods import METHODS, PAIRS, SWEEP_CENTRE, student_lr  # noqa: F401 (SWEEP_CENTRE: stated with the methods)
 
 STAGES = ("teacher", "projection", "baselines", "lwsupcrd", "bank_ablation")
 ABLATION_SCHEDULE = dict(weight_decay=1e-4, schedule="cosine")  # the original's memory-bank ablation
@@ -292,7 +292,13 @@ STANDARD_PAIRS = PAIRS
 _REFERENCE_RECIPE = dict(batch_size=64, lr=0.05, lr_milestones=(150, 180, 210), lr_decay=0.1, weight_decay=5e-4,
                          kd_temperature=4.0, embed_dim=128, teacher_checkpoint=None, seed=0, seeds=None,
                          teacher_train_subset=None, teacher_lr_milestones=(150, 180, 210), shared_teacher=True,
-                         score_every_epoch=True)
+                         score_every=1)  # the test split after every k-th epoch and the last (0: the last only)
+
+
+def scored_epoch(cfg: dict, epoch: int) -> bool:
+    """Whether the test split is scored after `epoch` (counted from 1): every `score_every`-th and the last."""
+    every = cfg.get("score_every", 0)
+    return epoch == cfg["epochs"] or (every > 0 and epoch % every == 0)
 
 
 def scaled_milestones(epochs: int) -> tuple[int, ...]:
@@ -312,7 +318,8 @@ STANDARD_PRESETS: dict[str, dict] = {
     # a class-balanced subset drawn per seed, where the teacher is clearly better than a vanilla student
     "evidence": dict(_REFERENCE_RECIPE, dataset="fashion-mnist", teacher_arch="resnet20", student_arch="resnet8",
                      train_subset=2000, teacher_epochs=8, teacher_lr_milestones=scaled_milestones(8),
-                     student_epochs=30, lr_milestones=scaled_milestones(30), bank_negatives=1024, seeds=(0, 1, 2)),
+                     student_epochs=30, lr_milestones=scaled_milestones(30), bank_negatives=1024, seeds=(0, 1, 2),
+                     score_every=5),
 }
 
 
@@ -338,7 +345,8 @@ def build_standard_runs(settings: dict) -> list[Run]:
             lr_milestones=list(settings["teacher_lr_milestones"])))
     student = dict(common, arch=s, epochs=settings["student_epochs"], method="standard",
                    kd_temperature=settings["kd_temperature"], temperature=c["temperature"],
-                   score_every_epoch=settings["score_every_epoch"])
+                   score_every=settings["score_every"],  # RepDistiller's lr for MobileNetV2/ShuffleNet students
+                   lr=student_lr(s, settings["lr"]) if settings["lr"] == _REFERENCE_RECIPE["lr"] else settings["lr"])
     runs = [teacher]
     for name, method in METHODS.items():
         cfg = dict(student, **method.config(f"{t}-{s}", settings["student_epochs"]))

@@ -6,7 +6,9 @@ a 3x3 stride-1 stem and no max-pool; distributed on the Hugging Face hub as
 `edadaltocg/resnet50_cifar100`, a plain state dict), whose key names are ours.
 
 Our `resnet8` ... `resnet110`, `resnet8x4` and `resnet32x4` have RepDistiller's key names; the wide
-ResNets have the same tensors under other names, mapped here. `tests/fixtures/repdistiller_reference.pt`
+ResNets have the same tensors under other names, and VGG, MobileNetV2 and the ShuffleNets their
+classifier, mapped here. RepDistiller's `ResNet50` is torchvision's Bottleneck ResNet-50 with the CIFAR
+stem, our `resnet50`, under its names (`shortcut` for `downsample`, `linear` for `fc`). `tests/fixtures/repdistiller_reference.pt`
 holds every key and shape of the reference definitions and, for the smallest network of each family,
 the reference output for `synthetic_state` weights; it was recorded by
 `scripts/record_reference_fixture.py` from RepDistiller's own code, which never enters the project.
@@ -25,7 +27,8 @@ from .models import create_model
 
 # the architectures a published teacher or student checkpoint can be loaded into
 PUBLISHED_ARCHS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
-                   "resnet8x4", "resnet32x4", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2")
+                   "resnet8x4", "resnet32x4", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2",
+                   "vgg8", "vgg11", "vgg13", "vgg16", "vgg19", "MobileNetV2", "ShuffleV1", "ShuffleV2", "ResNet50")
 # the architectures a timm-layout file (detectors' CIFAR ResNets, the original's teacher) loads into
 TIMM_ARCHS = ("resnet18", "resnet50")
 # the original work's teacher, by its hub name (`--teacher-checkpoint hub:<name>`), and where the hub serves it
@@ -38,6 +41,17 @@ _WRN_TO_OURS = ((re.compile(r"^(block\d)\.layer\.(\d+)\."), r"\1.\2."), (re.comp
                 (re.compile(r"^bn1\."), "bn."))
 _WRN_TO_REFERENCE = ((re.compile(r"^(block\d)\.(\d+)\."), r"\1.layer.\2."), (re.compile(r"\.shortcut\."), ".convShortcut."),
                      (re.compile(r"^bn\."), "bn1."))
+# (to ours, to the reference) per family whose names differ: the WRNs' blocks, VGG's classifier
+_RULES = {"wrn": (_WRN_TO_OURS, _WRN_TO_REFERENCE),
+          "vgg": (((re.compile(r"^classifier\."), "fc."),), ((re.compile(r"^fc\."), "classifier."),)),
+          "MobileNetV": (((re.compile(r"^(classifier|fc)\.0\."), "fc."),), ((re.compile(r"^fc\."), "classifier.0."),)),
+          "ShuffleV": (((re.compile(r"^linear\."), "fc."),), ((re.compile(r"^fc\."), "linear."),)),
+          "ResNet": (((re.compile(r"^(linear|fc)\."), "fc."), (re.compile(r"\.shortcut\."), ".downsample.")),
+                     ((re.compile(r"^fc\."), "linear."), (re.compile(r"\.downsample\."), ".shortcut.")))}
+
+
+def _family(arch: str) -> str:
+    return re.match(r"[A-Za-z]+", arch).group(0)
 
 
 def _rename(key: str, rules) -> str:
@@ -48,12 +62,12 @@ def _rename(key: str, rules) -> str:
 
 def to_ours(arch: str, key: str) -> str:
     """Our name of a reference (RepDistiller) state-dict key for this architecture."""
-    return _rename(key, _WRN_TO_OURS) if arch.startswith("wrn") else key
+    return _rename(key, _RULES[_family(arch)][0]) if _family(arch) in _RULES else key
 
 
 def to_reference(arch: str, key: str) -> str:
     """RepDistiller's name of one of our state-dict keys for this architecture."""
-    return _rename(key, _WRN_TO_REFERENCE) if arch.startswith("wrn") else key
+    return _rename(key, _RULES[_family(arch)][1]) if _family(arch) in _RULES else key
 
 
 def reference_state(arch: str, model: nn.Module) -> dict[str, torch.Tensor]:

@@ -24,7 +24,7 @@ from .machine import resolve_device
 from .models import ModelWrapper
 from .options import StudyConfig
 from .probe import probe_floors, score
-from .protocol import Run, build_study_runs, dependency_order, head_config
+from .protocol import Run, build_study_runs, dependency_order, head_config, scored_epoch
 from .published import REFERENCE_NORMALIZATION, load_teacher_file
 from .scalars import epoch_scalars
 from .analysis import analyze_run, figure_paths
@@ -91,9 +91,8 @@ class Study:
         self.train = self.split_of(s["seed"])
 
     def split_of(self, seed: int, subset: int | None | str = "students") -> Split:
-        """The training split of this seed: with a subset size (default: the students'
-        `train_subset`), a class-balanced subset drawn with the seed, so that the spread over
-        seeds includes the choice of images; None: the whole split."""
+        """The training split of this seed: with a subset size (default: the students' `train_subset`), a
+        class-balanced subset drawn with the seed (the spread over seeds includes the images); None: all."""
         n = self.settings["train_subset"] if subset == "students" else subset
         if (seed, n) not in self.splits:
             split = balanced_subset(self.full_train, n, seed) if n else self.full_train
@@ -312,7 +311,8 @@ class Study:
 
         start = time.perf_counter()
         extras = build_extras(cfg, model, teacher, train)  # a standard method's regressor or memories
-        score_epoch = (lambda: self.evaluate(run, cfg, model)) if cfg.get("score_every_epoch") else None
+        score_epoch = (lambda e: self.evaluate(run, cfg, model) if scored_epoch(cfg, e) else None) if "score_every" \
+            in cfg else None
         history = fit(run.name, cfg, model, train, self.info, self.device, teacher=teacher,
                       resume_path=path.with_suffix(".resume.pth"), on_epoch=on_epoch, progress=self.cfg.progress,
                       compile_mode=self.cfg.compile, extras=extras, score_epoch=score_epoch)
@@ -325,8 +325,8 @@ class Study:
             return model, {"weights_sha256": weights_sha256(model.state_dict()), "metrics": {}}
         weights = {k: v for k, v in history[-1].items() if k.startswith("w.")}  # the last epoch's, for the report
         metrics = {"train_seconds": train_seconds, **self.evaluate(run, cfg, model), **weights}
-        if score_epoch is not None:  # the best epoch too, labelled as such: some papers report it
-            best = max(history, key=lambda row: row["test_acc"])
+        if score_epoch is not None:  # the best scored epoch too, labelled as such: some papers report it
+            best = max((row for row in history if "test_acc" in row), key=lambda row: row["test_acc"])
             metrics.update(best_test_acc=best["test_acc"], best_epoch=best["epoch"])
         # the teacher's head as the run left it, so the teacher side can be analysed too; the method's state
         extra = {"teacher_projection": teacher.projection.state_dict()} if teacher is not None else {}

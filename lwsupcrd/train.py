@@ -277,15 +277,16 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
         on_epoch: Callable[[dict], None] | None = None, progress: bool = True,
         bank: MomentumMemoryBank | None = None, compile_mode: str | None = None,
         execution: Execution | None = None, extras: nn.Module | None = None,
-        score_epoch: Callable[[], dict] | None = None) -> list[dict]:
+        score_epoch: Callable[[int], dict | None] | None = None) -> list[dict]:
     """Train `model` (and, for distillation, the teacher's projection head) for cfg["epochs"].
 
     `train` must already be on `device`. Returns one row per epoch. Writes `resume_path` after each
     epoch (rank 0 under torchrun) and resumes from it when it exists and was written with the same
     `cfg`. With `bank_negatives` in cfg a memory bank is made, unless the caller passes `bank`; a
     standard method's extra modules and state (`methods.build_extras`), unless it passes `extras`.
-    `score_epoch()`, if given, scores the model after each epoch (e.g. its test accuracy); its values
-    join the epoch's row before the resume state is written, so a resumed run keeps them.
+    `score_epoch(epoch)`, if given, is asked after each epoch (counted from 1) and may score the model
+    (e.g. its test accuracy; None: not this epoch); its values join the epoch's row before the resume
+    state is written, so a resumed run keeps them.
     Under torchrun, cfg["batch_size"] is the global batch, split evenly across the ranks.
     `compile_mode` runs the networks through torch.compile (see COMPILE_MODES); it is how the
     run executes, not what it computes, so it is not part of `cfg`; so is `execution` (default:
@@ -328,7 +329,7 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
             ctx.epoch = epoch
             row = _train_epoch(loop, epoch, train, info, device, STEP_OF[method], ctx, progress)
             if score_epoch is not None:
-                row.update(score_epoch())
+                row.update(score_epoch(epoch + 1) or {})
             loop.scheduler.step()
             loop.history.append(row)
             for name, p in model.named_parameters():

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from lwsupcrd.files import atomic_write  # noqa: E402
 from lwsupcrd.published import PUBLISHED_ARCHS, synthetic_state  # noqa: E402
 
-SMALLEST = ("resnet8", "resnet8x4", "wrn_16_1")  # one per family: CIFAR ResNet, its x4 width, wide ResNet
+SMALLEST = ("resnet8", "resnet8x4", "wrn_16_1", "vgg8", "MobileNetV2", "ShuffleV1", "ShuffleV2", "ResNet50")  # one per family
 NUM_CLASSES = 100
 STRIDE = 97  # one value in 97 of each intermediate feature map
 

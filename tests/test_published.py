@@ -33,8 +33,9 @@ def test_a_published_file_gives_the_reference_output(tmp_path, arch):
         out = model(FIXTURE["input"])
     expected = FIXTURE["logits"][arch]
     assert out.shape == expected.shape
-    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
-    assert float(expected.std()) > 0.1  # the recorded outputs are not degenerate
+    tolerance = 1e-4 * float(expected.abs().max())
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=tolerance)
+    assert float(expected.std()) > 100 * tolerance  # the outputs spread far beyond the tolerance: a match means something
 
 
 def test_data_parallel_prefix_and_bare_state_dicts_load(tmp_path):

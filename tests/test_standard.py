@@ -163,8 +163,10 @@ def test_smoke_run_of_every_method_then_a_published_teacher(tmp_path):
 def test_docs_show_the_table_layout_with_the_published_numbers():
     from helpers import ROOT
     from lwsupcrd.benchmark import published_table
+    from lwsupcrd.methods import CROSS_ARCHITECTURE, SAME_ARCHITECTURE
 
-    assert published_table() in (ROOT / "docs" / "standard-benchmark.md").read_text()
+    doc = (ROOT / "docs" / "standard-benchmark.md").read_text()
+    assert published_table(SAME_ARCHITECTURE) in doc and published_table(CROSS_ARCHITECTURE) in doc
 
 
 def test_the_evidence_preset_shares_one_teacher_and_draws_each_seeds_students_subset():
@@ -179,7 +181,7 @@ def test_the_evidence_preset_shares_one_teacher_and_draws_each_seeds_students_su
     assert len(students) == 3 * len(METHODS) and {r.cfg["seed"] for r in students} == {0, 1, 2}
     assert all(r.requires == (teachers[0].name,) for r in students if r.teacher is not None)
     assert {r.cfg["train_subset"] for r in students} == {STANDARD_PRESETS["evidence"]["train_subset"]}
-    assert all(r.cfg["score_every_epoch"] for r in students)
+    assert all(r.cfg["score_every"] == 5 for r in students)  # every 5th epoch and the last: the curves, the best
     full = Split(torch.zeros(6000, 1, 2, 2, dtype=torch.uint8), torch.arange(6000) % 10, torch.arange(6000), [])
     subsets = [balanced_subset(full, 2000, seed).indices for seed in (0, 1)]
     assert not torch.equal(*subsets) and torch.bincount(full.labels[subsets[0]]).tolist() == [200] * 10
@@ -198,9 +200,33 @@ def test_comparisons_are_paired_by_seed_and_other_data_shows_no_published_column
     assert header == "| Method | resnet56 → resnet20 (fashion-mnist): ours |"  # CIFAR-100's numbers are not set beside it
 
 
-# DKD's beta in mdistiller's configs/cifar100/dkd/*.yaml (commit e8c5bb3; res32x4_res8x4.yaml sets none: the default, 8)
+# DKD's beta in mdistiller's configs/cifar100/dkd/*.yaml (commit e8c5bb3; a config that sets none takes the
+# default, 8: res32x4_res8x4, res32x4_shuv1, res32x4_shuv2, res50_mv2, wrn40_2_shuv1)
 MDISTILLER_DKD_BETA = {"resnet32x4-resnet8x4": 8.0, "wrn_40_2-wrn_16_2": 6.0, "wrn_40_2-wrn_40_1": 6.0,
-                       "resnet56-resnet20": 2.0, "resnet110-resnet32": 2.0}
+                       "resnet56-resnet20": 2.0, "resnet110-resnet32": 2.0, "vgg13-vgg8": 6.0, "vgg13-MobileNetV2": 6.0,
+                       "ResNet50-MobileNetV2": 8.0, "resnet32x4-ShuffleV1": 8.0, "resnet32x4-ShuffleV2": 8.0,
+                       "wrn_40_2-ShuffleV1": 8.0}
+# RepDistiller's 13 pairs (README, commit b84f547: Table 1 then Table 2) and each student's learning rate as
+# its train_student.py sets it (lines 93-94: MobileNetV2, ShuffleV1 and ShuffleV2 at 0.01; the rest 0.05)
+REPDISTILLER_PAIRS = {"wrn_40_2-wrn_16_2": 0.05, "wrn_40_2-wrn_40_1": 0.05, "resnet56-resnet20": 0.05,
+                      "resnet110-resnet20": 0.05, "resnet110-resnet32": 0.05, "resnet32x4-resnet8x4": 0.05,
+                      "vgg13-vgg8": 0.05, "vgg13-MobileNetV2": 0.01, "ResNet50-MobileNetV2": 0.01, "ResNet50-vgg8": 0.05,
+                      "resnet32x4-ShuffleV1": 0.01, "resnet32x4-ShuffleV2": 0.01, "wrn_40_2-ShuffleV1": 0.01}
+
+
+def test_every_repdistiller_pair_runs_with_its_students_learning_rate():
+    from lwsupcrd.methods import PAIRS
+    from lwsupcrd.protocol import STANDARD_PRESETS, build_standard_runs
+
+    assert list(PAIRS) == list(REPDISTILLER_PAIRS)
+    for pair, lr in REPDISTILLER_PAIRS.items():
+        teacher, student = pair.split("-")
+        settings = dict(STANDARD_PRESETS["paper"], teacher_arch=teacher, student_arch=student, seed=0)
+        runs = build_standard_runs(settings)
+        assert {r.cfg["lr"] for r in runs if r.stage == "distillation"} == {lr}, pair
+        assert runs[0].cfg["lr"] == 0.05 and runs[0].cfg["arch"] == teacher
+    settings = dict(STANDARD_PRESETS["paper"], teacher_arch="vgg13", student_arch="MobileNetV2", seed=0, lr=0.02)
+    assert {r.cfg["lr"] for r in build_standard_runs(settings)} == {0.02}  # a lr the user set is kept
 
 
 def test_dkd_runs_with_each_pairs_beta_and_says_where_it_comes_from():
@@ -211,3 +237,46 @@ def test_dkd_runs_with_each_pairs_beta_and_says_where_it_comes_from():
     assert METHODS["dkd"].config("resnet20-resnet8", 30)["dkd_beta"] == 2.0  # thin ResNets, stated
     assert METHODS["dkd"].config("wrn_16_2-wrn_16_1", 30)["dkd_beta"] == 6.0
     assert dkd_beta("resnet50-resnet18")[1].startswith("no mdistiller config")
+
+
+@pytest.mark.parametrize("every, scored", [(1, [1, 2, 3, 4, 5, 6, 7]), (3, [3, 6, 7]), (0, [7])])
+def test_the_test_split_is_scored_every_kth_epoch_and_the_last(every, scored):
+    from lwsupcrd.protocol import scored_epoch
+
+    assert [e for e in range(1, 8) if scored_epoch({"epochs": 7, "score_every": every}, e)] == scored
+
+
+def test_fit_keeps_the_scores_of_the_scored_epochs_only(tmp_path):
+    """A run scored every 2nd epoch is asked after each epoch; its rows carry test_acc at the 2nd and the last."""
+    from lwsupcrd.data import DATASETS, Split
+    from lwsupcrd.models import ModelWrapper
+    from lwsupcrd.protocol import scored_epoch
+    from lwsupcrd.train import fit
+
+    cfg = dict(arch="resnet8", num_classes=10, in_channels=1, epochs=3, batch_size=16, seed=0, method="ce",
+               optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="cosine", score_every=2)
+    gen = torch.Generator().manual_seed(0)
+    train = Split(torch.randint(0, 256, (48, 1, 28, 28), generator=gen, dtype=torch.uint8), torch.arange(48) % 10,
+                  torch.arange(48), [str(i) for i in range(10)])
+    asked = []
+
+    def score(epoch):
+        asked.append(epoch)
+        return {"test_acc": float(epoch)} if scored_epoch(cfg, epoch) else None
+
+    torch.manual_seed(0)
+    rows = fit("r", cfg, ModelWrapper.from_config(cfg), train, DATASETS["fashion-mnist"], torch.device("cpu"),
+               progress=False, score_epoch=score)
+    assert asked == [1, 2, 3] and [r.get("test_acc") for r in rows] == [None, 2.0, 3.0]
+
+
+def test_list_shows_each_pairs_runs_with_the_settings_that_differ():
+    from helpers import run_script
+
+    listed = run_script("--protocol", "standard", "--list", "--pair", "vgg13-MobileNetV2")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    lines = [line for line in listed.stdout.splitlines() if line.startswith(("teacher ", "distillation "))]
+    assert len(lines) == 1 + len(METHODS)
+    assert "std_teacher_vgg13_cifar100" in lines[0] and "lr=0.05" in lines[0] and "arch=vgg13" in lines[0]
+    assert all("lr=0.01" in line and "arch=MobileNetV2" in line for line in lines[1:])
+    assert "dkd_beta=6.0" in next(line for line in lines if "std_dkd_" in line)  # mdistiller's vgg13_mv2.yaml
