@@ -168,7 +168,7 @@ def curves_figure(log: dict, path: Path) -> None:
         if scored:
             axes[1].plot([r["epoch"] for r in scored], [r["test_acc"] for r in scored], marker="s", ms=3, label="test")
             axes[1].legend(fontsize=7)
-        axes[1].set_title("accuracy (%)")
+        axes[1].set_title("train and test accuracy (%)" if scored else "train accuracy (%)")
     axes[-1].plot(epochs, [r["lr"] for r in rows], marker="o", ms=3)
     axes[-1].set_title("learning rate")
     for ax in axes:
