@@ -19,7 +19,7 @@
 # student than the same loss without it, than the one-hot teacher's weights, and than the literature's
 # distillation methods (KD, CRD, DKD, FitNet, AT, SP)?
 #
-# **The answer** is the first section below: the comparative figures and the one-line findings, drawn
+# **The answer** is the first section after the set-up: the comparative figures and the findings, drawn
 # from the results file of the run this notebook shows. The stages follow, table by table, for those who
 # want to watch the protocol run. This notebook is generated from `desupcon.py` (the single source; edit
 # that, then run `jupytext --to ipynb desupcon.py -o DeSupCon.ipynb`).
@@ -29,7 +29,7 @@
 # python desupcon.py --preset evidence --dataset fashion-mnist --data-dir /usr/share/datasets/fashion-mnist
 # python desupcon.py --protocol standard --preset evidence --data-dir /usr/share/datasets/fashion-mnist
 # python desupcon.py --list                           # the runs, in order
-# python desupcon.py --only NAME[,NAME...]            # runs printed by --list (and what they need)
+# python desupcon.py --only bank_ablation            # stages or run-name patterns (and what they need)
 # ```
 #
 # Finished runs are cached in `pth_models/` under their configuration's id and reused whenever it comes
