@@ -339,9 +339,12 @@ def test_a_signal_before_the_first_run_is_one_line(tmp_path, sig):
     from lwsupcrd.data import write_cifar_like
 
     data = write_cifar_like(tmp_path / "data", train_per_class=5, test_per_class=2)
+    # a child of a shell's background job inherits SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt: give the study the default disposition, as a terminal's Ctrl-C finds it
     proc = subprocess.Popen([sys.executable, str(ROOT / "desupcon.py"), "--preset", "smoke", "--data-dir", str(data),
                              "--out-dir", str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"})
+                            text=True, env={**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for_line(proc, "train: (")
     proc.send_signal(getattr(signal, sig))
     _, err = proc.communicate()
