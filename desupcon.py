@@ -22,7 +22,9 @@
 # **The answer** is the first section after the set-up: the comparative figures and the findings, drawn
 # from the results file of the run this notebook shows. The stages follow, table by table, for those who
 # want to watch the protocol run. This notebook is generated from `desupcon.py` (the single source; edit
-# that, then run `jupytext --to ipynb desupcon.py -o DeSupCon.ipynb`).
+# that, then run `jupytext --to ipynb desupcon.py -o DeSupCon.ipynb`). Its parameters cell holds the
+# script's defaults; the committed outputs are of the run that `scripts/run_notebook.py` executed, whose
+# flags the set-up cell prints first (`flags: ...`), before the settings they resolve to.
 #
 # ```
 # python desupcon.py                                  # the paper study (CIFAR-100, ResNet-50 -> ResNet-18; GPU)
@@ -55,7 +57,7 @@ import sys
 
 from lwsupcrd.distributed import init_from_env
 from lwsupcrd.machine import estimate_hours, set_cpu_threads, standard_estimate
-from lwsupcrd.options import StudyConfig, in_notebook, parse_args, validate
+from lwsupcrd.options import StudyConfig, flags_line, in_notebook, parse_args, validate
 from lwsupcrd.overview import overview
 from lwsupcrd.protocol import listing
 from lwsupcrd.show import present, show_probe, show_stage
@@ -92,6 +94,7 @@ except (ValueError, StudyError, OSError) as err:
     stop(str(err))
 if not in_notebook():
     stop_on_sigterm()  # `kill <pid>` says what it kept, as Ctrl-C does
+print(flags_line())  # the committed notebook's run: these flags over the parameters cell
 print("settings:", study.settings)
 print(f"results: {study.results_path} (settings id {study.settings_id})")
 threads = set_cpu_threads()  # one per usable core, shared by this machine's processes

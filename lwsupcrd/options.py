@@ -179,11 +179,23 @@ def in_notebook() -> bool:
     return "ipykernel" in sys.modules and "IPython" in sys.modules
 
 
+def given_flags() -> list[str]:
+    """The flags this process was given: sys.argv, or inside a Jupyter kernel (whose sys.argv is
+    the kernel's) $LWSUPCRD_ARGS."""
+    return shlex.split(os.environ.get("LWSUPCRD_ARGS", "")) if in_notebook() else sys.argv[1:]
+
+
+def flags_line() -> str:
+    """What the set-up cell prints first: the flags this process was given, and from where."""
+    flags = shlex.join(given_flags()) or "none"
+    return f"flags: {flags} (from $LWSUPCRD_ARGS, over the parameters cell)" if in_notebook() else f"flags: {flags}"
+
+
 def parse_args(argv: list[str] | None, defaults: StudyConfig) -> StudyConfig:
-    """Parse desupcon.py's flags over `defaults` (the script's parameter block). Inside a Jupyter
-    kernel sys.argv belongs to the kernel: flags then come from $LWSUPCRD_ARGS only."""
+    """Parse desupcon.py's flags (`argv`, or `given_flags()` when None) over `defaults` (the
+    script's parameter block)."""
     if argv is None:
-        argv = shlex.split(os.environ.get("LWSUPCRD_ARGS", "")) if in_notebook() else sys.argv[1:]
+        argv = given_flags()
     p = OneLineParser(prog="desupcon.py", description="Run the LW-SupCRD study.")
     for f in fields(StudyConfig):
         if "help" not in f.metadata:

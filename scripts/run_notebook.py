@@ -1,7 +1,8 @@
 """Execute DeSupCon.ipynb in place, keeping its outputs: what the committed notebook shows. Its
-parameters cell is set to the run it shows (generated together; a test compares the cell with the
-settings the outputs print), and its links into the run's git-ignored output folder become plain
-names, so that the committed notebook points at nothing a clone lacks.
+cells stay those of desupcon.py; the run's flags reach it through $LWSUPCRD_ARGS, are printed first
+by its set-up cell and recorded in the notebook's metadata (`lwsupcrd.flags`; a test compares them
+with the settings the outputs print), and its links into the run's git-ignored output folder
+become plain names, so that the committed notebook points at nothing a clone lacks.
 
     python scripts/run_notebook.py          # the original protocol's evidence preset, outputs under notebook_run/
     python scripts/run_notebook.py --preset smoke --data-dir DIR --out-dir DIR
@@ -13,6 +14,7 @@ from its cached checkpoint and analysis.
 import argparse
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -26,7 +28,8 @@ from lwsupcrd.files import write_text  # noqa: E402
 LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
 
 
-def parameters(argv: list[str]) -> dict:
+def flags(argv: list[str]) -> list[str]:
+    """desupcon.py's flags for the run shown (the script's own flags, checked when the notebook runs)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--protocol", default="lwsupcrd")
     p.add_argument("--preset", default="evidence")
@@ -34,17 +37,8 @@ def parameters(argv: list[str]) -> dict:
     p.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--out-dir", default="notebook_run")
     a = p.parse_args(argv)
-    return {"PROTOCOL": a.protocol, "PRESET": a.preset, "DATASET": a.dataset, "DATA_DIR": a.data_dir,
-            "OUT_DIR": a.out_dir}
-
-
-def set_parameters(cell, values: dict) -> None:
-    """Each `NAME = value  # comment` line of the parameters cell takes the run's value, its comment kept."""
-    for name, value in values.items():
-        pattern = re.compile(rf"^{name} = [^#\n]*?(\s*#.*)?$", re.M)
-        if not pattern.search(cell.source):
-            raise SystemExit(f"error: the notebook's parameters cell has no {name}")
-        cell.source = pattern.sub(lambda m: f"{name} = {value!r}{m.group(1) or ''}", cell.source, count=1)
+    given = ["--protocol", a.protocol, "--preset", a.preset, "--data-dir", a.data_dir, "--out-dir", a.out_dir]
+    return given + (["--dataset", a.dataset] if a.dataset else [])
 
 
 def unlink_outputs(nb, out_dir: Path) -> int:
@@ -69,16 +63,17 @@ def unlink_outputs(nb, out_dir: Path) -> int:
 
 
 def main(argv: list[str]) -> None:
-    values = parameters(argv)
+    given = flags(argv)
+    out_dir = given[given.index("--out-dir") + 1]
     path = ROOT / "DeSupCon.ipynb"
     nb = nbformat.read(path, as_version=4)
-    set_parameters(next(c for c in nb.cells if "parameters" in c.metadata.get("tags", [])), values)
-    os.environ.pop("LWSUPCRD_ARGS", None)  # the parameters cell alone says what ran
+    os.environ["LWSUPCRD_ARGS"] = shlex.join(given)
     os.environ.setdefault("TQDM_DISABLE", "1")
     NotebookClient(nb, timeout=None, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
-    links = unlink_outputs(nb, ROOT / values["OUT_DIR"])
+    nb.metadata["lwsupcrd"] = {"flags": given}
+    links = unlink_outputs(nb, ROOT / out_dir)
     write_text(path, nbformat.writes(nb))
-    print(f"executed {path} with {values}; {links} links into {values['OUT_DIR']} made plain; "
+    print(f"executed {path} with {shlex.join(given)}; {links} links into {out_dir} made plain; "
           f"{path.stat().st_size / 2**20:.1f} MB")
 
 

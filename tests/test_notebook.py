@@ -3,6 +3,7 @@ import ast
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 
@@ -19,18 +20,13 @@ def assigned(source):
             if isinstance(node, ast.Assign)}
 
 
-def code_cells(nb):
-    """The code cells; the parameters cell as its names only (the committed notebook's values are
-    those of the run it shows, set by scripts/run_notebook.py)."""
-    return [sorted(assigned(c.source)) if "parameters" in c.metadata.get("tags", []) else c.source.strip()
-            for c in nb.cells if c.cell_type == "code"]
-
-
 def test_notebook_mirrors_script():
+    """Every cell, the parameters cell included: the shown run's flags come through $LWSUPCRD_ARGS."""
     script = jupytext.read(ROOT / "desupcon.py")
     notebook = jupytext.read(ROOT / "DeSupCon.ipynb")
-    assert code_cells(script) == code_cells(notebook), \
-        "DeSupCon.ipynb drifted: run `python scripts/run_notebook.py` (or jupytext --to ipynb desupcon.py)"
+    assert [c.source.strip() for c in script.cells if c.cell_type == "code"] == \
+           [c.source.strip() for c in notebook.cells if c.cell_type == "code"], \
+        "DeSupCon.ipynb drifted: run `jupytext --to ipynb desupcon.py -o DeSupCon.ipynb`, then scripts/run_notebook.py"
     assert [c.source.strip() for c in script.cells if c.cell_type == "markdown"] == \
            [c.source.strip() for c in notebook.cells if c.cell_type == "markdown"]
     params = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
@@ -119,15 +115,22 @@ def committed():
 
 
 def test_committed_notebook_settings_are_those_of_the_run_it_shows():
+    """The flags recorded in the metadata are those the set-up cell printed, and over the parameters
+    cell they resolve to the settings the outputs print."""
+    from lwsupcrd.options import StudyConfig, parse_args
     from lwsupcrd.protocol import PRESETS, STANDARD_PRESETS
 
     nb, params, texts = committed()
-    printed = next(line for t in texts for line in t.splitlines() if line.startswith("settings: "))
-    settings = ast.literal_eval(printed.removeprefix("settings: "))
-    presets = STANDARD_PRESETS if params["PROTOCOL"] == "standard" else PRESETS
-    assert settings.get("protocol", "lwsupcrd") == params["PROTOCOL"] and settings["preset"] == params["PRESET"]
-    assert settings["dataset"] == (params["DATASET"] or presets[params["PRESET"]]["dataset"])
-    assert f"outputs under {params['OUT_DIR']}" in "".join(texts)
+    flags = nb.metadata["lwsupcrd"]["flags"]
+    lines = [line for t in texts for line in t.splitlines()]
+    assert lines[0] == f"flags: {shlex.join(flags)} (from $LWSUPCRD_ARGS, over the parameters cell)"
+    settings = ast.literal_eval(next(line for line in lines if line.startswith("settings: ")).removeprefix("settings: "))
+    config = parse_args(flags, StudyConfig(**{k.lower(): v for k, v in params.items() if k.lower() in
+                                              {"protocol", "preset", "dataset", "data_dir", "out_dir", "seed"}}))
+    presets = STANDARD_PRESETS if config.protocol == "standard" else PRESETS
+    assert settings.get("protocol", "lwsupcrd") == config.protocol and settings["preset"] == config.preset
+    assert settings["dataset"] == (config.dataset or presets[config.preset]["dataset"])
+    assert f"outputs under {config.out_dir}" in "".join(texts)
 
 
 def test_committed_notebook_has_no_empty_section_no_dead_link_and_no_machine_path():
