@@ -168,7 +168,8 @@ def epoch_rows(dirs) -> str:
     rows = []
     for name, out in dirs.items():
         log = json.loads(next((out / "json_results" / "training_logs").glob(f"{STUDENT}-*.json")).read_text())
-        rows += [f"{name} {r['epoch']}: " + ", ".join(f"{k} {v!r}" for k, v in r.items() if isinstance(v, float) and not k.startswith("w."))
+        rows += [f"{name} {r['epoch']}: " + ", ".join(f"{k} {v!r}" for k, v in r.items()
+                                                      if isinstance(v, float) and not k.startswith("w."))
                  for r in log["epochs"]]
     return "\n".join(rows)
 
