@@ -1,5 +1,5 @@
 """The standard protocol's table, laid out as CRD's Table 1: a row for the teacher and one per
-method of the registry (`methods.METHODS`, in its order); a pair of columns per teacher -> student
+standard method of the registry (`methods.STANDARD`, in its order); a pair of columns per teacher -> student
 pair, ours (top-1 of the student's own classifier on the test split, last epoch; mean ± std over
 seeds) beside the published number (theirs, labelled with its source, never mixed with ours).
 
@@ -13,10 +13,10 @@ from pathlib import Path
 
 from . import comparisons as family_of
 from .groups import Group, groups_of, markdown_table
-from .methods import METHODS, PAIRS, PUBLISHED_TEACHERS, dkd_beta
+from .methods import STANDARD, PAIRS, PUBLISHED_TEACHERS, dkd_beta
 
-ROWS = {"teacher": "Teacher", **{name: m.label for name, m in METHODS.items()}}
-VANILLA = next(name for name, m in METHODS.items() if not m.needs_teacher)  # the floor of every distilled student
+ROWS = {"teacher": "Teacher", **{name: m.label for name, m in STANDARD.items()}}
+VANILLA = next(name for name, m in STANDARD.items() if not m.needs_teacher)  # the floor of every distilled student
 
 
 def row_of(config: dict) -> str:
@@ -25,7 +25,7 @@ def row_of(config: dict) -> str:
 
 
 def published(method: str, pair: str) -> float | None:
-    return PUBLISHED_TEACHERS.get(pair) if method == "teacher" else METHODS[method].published.get(pair)
+    return PUBLISHED_TEACHERS.get(pair) if method == "teacher" else STANDARD[method].published.get(pair)
 
 
 def pair_of(results: dict) -> str:
@@ -92,8 +92,8 @@ def standard_table(all_results: list[dict], conditions_of: bool = True) -> str:
             cells += [_ours(groups.get(method))] + (["–" if theirs is None else f"{theirs:.2f}"] if cifar else [])
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"- {conditions(r)}" for r in all_results] if conditions_of else []
-    sources = sorted({m.source for m in METHODS.values() if m.published})
-    departures = [f"- {m.label}: {m.ours}." for m in METHODS.values() if m.ours]
+    sources = sorted({m.source for m in STANDARD.values() if m.published})
+    departures = [f"- {m.label}: {m.ours}." for m in STANDARD.values() if m.ours]
     betas = []
     for groups, pair, _ in columns:
         rule, why = dkd_beta(pair)

@@ -34,7 +34,7 @@ class Member:
     reference: str
 
 
-# The standard protocol: the rows of `methods.METHODS` by name.
+# The standard protocol: the rows of `methods.STANDARD` by name.
 STANDARD = (
     Member("the logit weighting (vs unweighted SupCRD)", "lwsupcrd", "supcrd_unweighted"),
     Member("the teacher's probabilities at LW-SupCRD's strength (vs a one-hot teacher)", "lwsupcrd", "supcrd_onehot"),

@@ -1,10 +1,15 @@
-"""The standard protocol's methods, in one registry: each row of the benchmark table is a `Method`
-(its loss weights, its distillation term and the term's settings, the published numbers it is set
-beside), and each distillation term a `Term` (the features it reads, the extra modules and state it
-keeps, its loss). Runs, steps, the table and the report ask `METHODS`; nothing else lists methods.
+"""Both protocols' methods, in one registry, `METHODS`: every way a run trains is a `Method` row.
 
-The student's loss is gamma CE + a KD + b L_term (`losses.student_objective`), on one augmented view.
-`docs/adding-a-method.md` says how to add one.
+- The standard protocol's rows are the benchmark table's (a run's `recipe`): the loss weights, the
+  distillation term and its settings, the published numbers set beside it. Their step is
+  `standard_step`: gamma CE + a KD + b L_term (`losses.student_objective`) on one augmented view,
+  with each term a `Term` (the features it reads, the extra modules and state it keeps, its loss).
+- The original protocol's rows (protocol "lwsupcrd", a run's `method`) carry their own `step`
+  (`steps.py`), their views per image and whether they read the frozen teacher.
+- The teachers' rows ("ce", "published") serve both protocols.
+
+Runs, training, the table and the report ask `METHODS` (through `method_of`); nothing else lists
+methods. `docs/adding-a-method.md` says how to add one to either protocol.
 """
 from __future__ import annotations
 
@@ -18,7 +23,8 @@ from .distill_losses import attention_loss, dkd_loss, hint_loss, similarity_loss
 from .distributed import gather, gather_with_grad
 from .losses import onehot_teacher_beta, student_objective
 from .nce_memory import ContrastMemories
-from .steps import STEPS, StepResult, contrast
+from .steps import (StepResult, contrast, step_ce, step_crd, step_lwsupcrd, step_projection, step_supcon,
+                    step_undistilled, with_online_classifier)
 
 # RepDistiller's 13 pairs in its README's order: Table 1, same architecture; Table 2, different ones
 SAME_ARCHITECTURE = ("wrn_40_2-wrn_16_2", "wrn_40_2-wrn_40_1", "resnet56-resnet20", "resnet110-resnet20",
@@ -98,6 +104,10 @@ class Term:
 class Method:
     name: str
     label: str
+    protocol: str = "standard"  # standard (a run's `recipe`) | lwsupcrd (the original's; a run's `method`) | both
+    step: Callable | None = None  # one training step (`steps.py`); None: `standard_step`
+    views: int = 1  # augmented views per image (a run's `views` wins)
+    teacher: bool = False  # an original-protocol row that reads the frozen teacher and trains its head
     gamma: float = 1.0  # cross-entropy
     kd_weight: float = 0.0  # a
     term: str | None = None  # a key of TERMS
@@ -117,8 +127,20 @@ class Method:
                     distill_weight=self.term_weight, **params)
 
     @property
+    def key(self) -> str:  # in `METHODS`: the name, an original-protocol row's after its protocol
+        return f"{self.protocol}/{self.name}" if self.protocol == "lwsupcrd" else self.name
+
+    @property
     def needs_teacher(self) -> bool:
+        if self.protocol != "standard":
+            return self.teacher
         return bool(self.kd_weight) or self.term is not None
+
+    @property
+    def trains_teacher_head(self) -> bool:
+        if self.protocol != "standard":
+            return self.teacher
+        return self.term is not None and TERMS[self.term].trains_teacher_head
 
 
 # ---------------------------------------------------------------- the terms
@@ -218,7 +240,7 @@ _BANK = dict(bank_negatives=16384, bank_momentum=0.5, bank_init="random")
 _LW = dict(alpha=SWEEP_CENTRE["alpha"], beta=SWEEP_CENTRE["beta"], adaptive_beta=True, alpha_mode="weight",
            logit_weighting=True)
 _RD = dict(source=REPDISTILLER)
-METHODS: dict[str, Method] = {m.name: m for m in [
+_STANDARD = [
     Method("vanilla", "Student (vanilla)", published=published_row(73.26, 71.98, 69.06, 69.06, 71.14, 72.50, 70.36,
                                                                     64.60, 64.60, 70.36, 70.50, 71.82, 70.50), **_RD),
     Method("kd", "KD", gamma=0.1, kd_weight=0.9, published=published_row(74.92, 73.54, 70.66, 70.67, 73.08, 73.33, 72.98,
@@ -256,24 +278,53 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            params=dict(_BANK, **dict(_LW, beta=onehot_teacher_beta(_LW["beta"]), adaptive_beta=False,
                                      logit_weighting=False)),
            ours="LW-SupCRD's push strength for a one-hot teacher, without its probabilities"),
-]}
+]
+_TEACHERS = [
+    Method("ce", "Teacher (cross-entropy)", protocol="both", step=step_ce),
+    Method("published", "Teacher read from a file (not trained)", protocol="both"),
+]
+_OL = dict(protocol="lwsupcrd", views=2)  # the original's contrastive runs see two views of each image
+_ORIGINAL = [
+    Method("projection", "Teacher's projection head", step=step_projection, **_OL),
+    Method("undistilled", "Undistilled student", step=step_undistilled, **_OL),
+    Method("supcon", "SupCon", step=with_online_classifier(step_supcon), **_OL),
+    Method("crd", "CRD (the original's instance form, or our in-batch InfoNCE)", step=with_online_classifier(step_crd),
+           teacher=True, **_OL),
+    Method("lwsupcrd", "LW-SupCRD", step=with_online_classifier(step_lwsupcrd), teacher=True, **_OL),
+]
+METHODS: dict[str, Method] = {m.key: m for m in _STANDARD + _TEACHERS + _ORIGINAL}
+STANDARD: dict[str, Method] = {m.name: m for m in _STANDARD}  # the benchmark table's rows, in order
+
+
+def method_key(cfg: dict) -> str:
+    """The `METHODS` key a run's config names: its `recipe` (standard) or `method` (teacher, original)."""
+    method = cfg["method"]
+    if method == "standard":
+        return cfg["recipe"]
+    return method if method in ("ce", "published") else f"lwsupcrd/{method}"
 
 
 def method_of(cfg: dict) -> Method:
-    return METHODS[cfg["recipe"]]
+    if method_key(cfg) not in METHODS:
+        raise ValueError(f"unknown method {method_key(cfg)!r}; the registry holds {', '.join(METHODS)}")
+    return METHODS[method_key(cfg)]
 
 
 def needs_teacher(cfg: dict) -> bool:
-    if cfg["method"] == "standard":
-        return method_of(cfg).needs_teacher
-    return cfg["method"] in ("crd", "lwsupcrd")
+    return method_of(cfg).needs_teacher
 
 
 def trains_teacher_head(cfg: dict) -> bool:
     """Whether the step trains the teacher's projection head with the student."""
-    if cfg["method"] == "standard":
-        return method_of(cfg).term is not None and TERMS[method_of(cfg).term].trains_teacher_head
-    return cfg["method"] in ("crd", "lwsupcrd")
+    return method_of(cfg).trains_teacher_head
+
+
+def step_of(cfg: dict) -> Callable:
+    """The run's training step (a teacher read from a file has none)."""
+    method = method_of(cfg)
+    if method.name == "published":
+        raise ValueError(f"{method.label}: nothing to train")
+    return method.step or standard_step
 
 
 def build_extras(cfg: dict, student, teacher, train) -> nn.Module | None:
@@ -282,8 +333,8 @@ def build_extras(cfg: dict, student, teacher, train) -> nn.Module | None:
     method's term's."""
     if cfg["method"] == "projection" and cfg.get("head_pretraining") == "cosine_prototype":
         return nn.Linear(student.projection[-1].out_features, cfg["num_classes"], bias=False)
-    method = METHODS.get(cfg.get("recipe"))
-    term = TERMS[method.term] if method is not None and method.term else None
+    method = method_of(cfg)
+    term = TERMS[method.term] if method.term else None
     return term.build(cfg, student, teacher, train) if term is not None and term.build else None
 
 
@@ -316,5 +367,3 @@ def standard_step(ctx, batch):
     return StepResult(loss, parts, (logits.argmax(1) == batch.labels).sum(), len(batch.labels),
                       bank_update=update, weights=weights)
 
-
-STEP_OF = {**STEPS, "standard": standard_step}  # every protocol's step, by the run's `method`

@@ -99,11 +99,10 @@ class StudyConfig:
         the bank stage; --retrain-other-code: the runs in `other_code` (cached, trained by other code)."""
         if self.force_retrain is True or (self.force_retrain_bank_ablation and run.bank_ablation):
             return True
-        if self.retrain_other_code and run.name in (other_code or {}):
-            return True
-        return any(selects(p, run) for p in (self.force_retrain or []))
+        return bool(self.retrain_other_code and run.name in (other_code or {})) or \
+            any(selects(p, run) for p in (self.force_retrain or []))
 
-    def presets(self) -> dict[str, dict]:
+    def presets(self) -> dict[str, dict]:  # of its protocol
         return PROTOCOLS[self.protocol][0]
 
     def settings(self) -> dict:
@@ -180,20 +179,17 @@ def in_notebook() -> bool:
 
 
 def given_flags() -> list[str]:
-    """The flags this process was given: sys.argv, or inside a Jupyter kernel (whose sys.argv is
-    the kernel's) $LWSUPCRD_ARGS."""
+    """sys.argv, or inside a Jupyter kernel (whose sys.argv is the kernel's) $LWSUPCRD_ARGS."""
     return shlex.split(os.environ.get("LWSUPCRD_ARGS", "")) if in_notebook() else sys.argv[1:]
 
 
 def flags_line() -> str:
-    """What the set-up cell prints first: the flags this process was given, and from where."""
     flags = shlex.join(given_flags()) or "none"
     return f"flags: {flags} (from $LWSUPCRD_ARGS, over the parameters cell)" if in_notebook() else f"flags: {flags}"
 
 
 def parse_args(argv: list[str] | None, defaults: StudyConfig) -> StudyConfig:
-    """Parse desupcon.py's flags (`argv`, or `given_flags()` when None) over `defaults` (the
-    script's parameter block)."""
+    """Parse desupcon.py's flags (`argv`, else `given_flags()`) over `defaults` (its parameters)."""
     if argv is None:
         argv = given_flags()
     p = OneLineParser(prog="desupcon.py", description="Run the LW-SupCRD study.")

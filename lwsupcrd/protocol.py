@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .data import DATASETS
 from .losses import onehot_teacher_beta
-from .methods import METHODS, PAIRS, SWEEP_CENTRE, student_lr  # noqa: F401 (SWEEP_CENTRE: stated with the methods)
+from .methods import STANDARD, PAIRS, SWEEP_CENTRE, student_lr  # noqa: F401 (SWEEP_CENTRE: stated with the methods)
 
 STAGES = ("teacher", "projection", "baselines", "lwsupcrd", "bank_ablation")
 ABLATION_SCHEDULE = dict(weight_decay=1e-4, schedule="cosine")  # the original's memory-bank ablation
@@ -325,7 +325,7 @@ STANDARD_PRESETS: dict[str, dict] = {
 
 def build_standard_runs(settings: dict) -> list[Run]:
     """The standard protocol's runs for one teacher-student pair: the teacher (trained with the
-    recipe, or read from `teacher_checkpoint`), then one student per method of `methods.METHODS`."""
+    recipe, or read from `teacher_checkpoint`), then one student per standard method of `methods.STANDARD`."""
     d, t, s = settings["dataset"], settings["teacher_arch"], settings["student_arch"]
     info = DATASETS[d]
     c = SWEEP_CENTRE
@@ -348,7 +348,7 @@ def build_standard_runs(settings: dict) -> list[Run]:
                    score_every=settings["score_every"],  # RepDistiller's lr for MobileNetV2/ShuffleNet students
                    lr=student_lr(s, settings["lr"]) if settings["lr"] == _REFERENCE_RECIPE["lr"] else settings["lr"])
     runs = [teacher]
-    for name, method in METHODS.items():
+    for name, method in STANDARD.items():
         cfg = dict(student, **method.config(f"{t}-{s}", settings["student_epochs"]))
         for key in ("bank_negatives", "nce_negatives"):  # the preset's number of negatives
             if key in cfg:

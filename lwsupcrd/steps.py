@@ -1,7 +1,8 @@
 """One training step per method of the original protocol, as a pure-ish function of a
 `StepContext` and a `Batch` that returns a `StepResult`: the loss to back-propagate, its named
 parts (the columns of the training log), accuracy counts, what the memory bank should store, and
-LW-SupCRD's weight samples. The standard protocol's step is `methods.standard_step`."""
+LW-SupCRD's weight samples. Each is a row's `step` in `methods.METHODS`, where the standard
+protocol's step (`methods.standard_step`) is too."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -235,22 +236,20 @@ def _distill(ctx, batch, loss_name):
     return StepResult(loss, {loss_name: loss}, bank_update=update, weights=weights)
 
 
-def _with_online_classifier(step: Callable) -> Callable:
+def with_online_classifier(step: Callable) -> Callable:
+    """`step`, followed by the original's online classifier when the run's config asks for it."""
     def run(ctx, batch):
         result = step(ctx, batch)
         return online_classifier(ctx, batch, result) if ctx.cfg.get("online_classifier") else result
     return run
 
 
-STEPS: dict[str, Callable] = {
-    "ce": step_ce,
-    "undistilled": step_undistilled,
-    "projection": step_projection,
-    "supcon": _with_online_classifier(step_supcon),
-    "crd": _with_online_classifier(lambda ctx, batch: _distill(ctx, batch, "crd")),
-    "lwsupcrd": _with_online_classifier(lambda ctx, batch: _distill(ctx, batch, "lw_supcrd")),
-}
-VIEWS = {"ce": 1, "standard": 1}  # augmented views per image (default 2: the contrastive students)
+def step_crd(ctx, batch):
+    return _distill(ctx, batch, "crd")
+
+
+def step_lwsupcrd(ctx, batch):
+    return _distill(ctx, batch, "lw_supcrd")
 
 
 @torch.no_grad()

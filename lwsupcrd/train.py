@@ -24,10 +24,10 @@ from .data import DatasetInfo, Split, color_jitter_params, crop_flip, crop_flip_
 from .distributed import all_reduce_sum, average_gradients, current
 from .memory_bank import MomentumMemoryBank
 from .models import ModelWrapper
-from .methods import STEP_OF, build_extras, needs_teacher
+from .methods import build_extras, method_of, needs_teacher, step_of
 from .optimizers import build_optimizer, build_scheduler, side_groups, trainable_parameters
 from .signals import Terminated
-from .steps import VIEWS, Batch, Networks, StepContext, StepResult, teacher_bank_keys, weight_summary
+from .steps import Batch, Networks, StepContext, StepResult, teacher_bank_keys, weight_summary
 
 RESUME_FORMAT = "lwsupcrd-resume-v1"
 
@@ -190,7 +190,7 @@ def _train_epoch(loop: Loop, epoch: int, train: Split, info: DatasetInfo, device
         loop.teacher.backbone.eval()
     n, batch_size = len(train), cfg["batch_size"]
     steps = n // batch_size
-    views = cfg.get("views") or VIEWS.get(cfg["method"], 2)
+    views = cfg.get("views") or method_of(cfg).views
     use_amp = cfg.get("amp", device.type == "cuda")  # bf16 autocast; losses and BatchNorm stay float32
     start = time.perf_counter()
     perm = torch.randperm(n, generator=loop.generator, device=device)
@@ -293,11 +293,9 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
     `Execution.for_device(device, compile_mode)`).
     """
     ddp = current()
-    method = cfg["method"]
-    if method not in STEP_OF:
-        raise ValueError(f"unknown method {method!r}; choose from {', '.join(STEP_OF)}")
+    step = step_of(cfg)  # one clear error for a method the registry lacks
     if needs_teacher(cfg) and teacher is None:
-        raise ValueError(f"method {method} needs a teacher")
+        raise ValueError(f"method {cfg['method']} needs a teacher")
     n, batch_size = len(train), cfg["batch_size"]
     if not 2 <= batch_size <= n:
         raise ValueError(f"batch_size must lie in [2, {n}] (the training set size), got {batch_size}")
@@ -327,7 +325,7 @@ def fit(run_name: str, cfg: dict, model: ModelWrapper, train: Split, info: Datas
     try:
         for epoch in range(start_epoch, cfg["epochs"]):
             ctx.epoch = epoch
-            row = _train_epoch(loop, epoch, train, info, device, STEP_OF[method], ctx, progress)
+            row = _train_epoch(loop, epoch, train, info, device, step, ctx, progress)
             if score_epoch is not None:
                 row.update(score_epoch(epoch + 1) or {})
             loop.scheduler.step()

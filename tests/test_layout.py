@@ -46,10 +46,10 @@ def test_the_method_registry_is_the_only_place_that_lists_methods():
     step names, which it shares), nor fixes a method's loss weights; comparisons.py names them only
     to declare the family of comparisons (analysis, kept out of the fingerprinted modules), and a
     test checks that each name is a row of the registry."""
-    from lwsupcrd.methods import METHODS, TERMS
-    from lwsupcrd.steps import STEPS
+    from lwsupcrd.methods import METHODS, STANDARD, TERMS
 
-    names = (set(METHODS) | set(TERMS)) - set(STEPS) - {"kd"}  # "kd" is also the KD term's log column
+    shared = {m.name for m in METHODS.values() if m.protocol != "standard"}  # a run's `method` names these
+    names = (set(STANDARD) | set(TERMS)) - shared - {"kd"}  # "kd" is also the KD term's log column
     weights = {"gamma", "kd_weight", "distill_weight", "term_weight"}
     for path in READERS:
         if path.name == "methods.py":

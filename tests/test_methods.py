@@ -5,7 +5,7 @@ import torch
 
 from lwsupcrd.checkpoint import safe_load
 from lwsupcrd.data import DATASETS, Split
-from lwsupcrd.methods import METHODS, TERMS, build_extras, method_of
+from lwsupcrd.methods import STANDARD, TERMS, build_extras, method_of
 from lwsupcrd.models import ModelWrapper
 from lwsupcrd.options import StudyConfig
 from lwsupcrd.protocol import build_standard_runs
@@ -38,7 +38,7 @@ def networks(cfg, train):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(METHODS))
+@pytest.mark.parametrize("name", list(STANDARD))
 def test_every_method_resumes_bit_exactly_with_its_extras(tmp_path, name):
     cfg, train = config_of(name), tiny_split()
     cpu = torch.device("cpu")
@@ -81,3 +81,31 @@ def test_crd_fixes_z_on_the_first_batch_and_keeps_it():
     fit("run", dict(cfg, epochs=1), student, train, INFO, torch.device("cpu"), teacher=teacher, progress=False,
         extras=extras)
     assert torch.equal(extras.z, z)
+
+
+def test_both_protocols_runs_are_rows_of_the_one_registry():
+    """Every run of every preset of either protocol names a row of `METHODS`, which gives its step,
+    views and teacher; the original protocol's rows are its own, not the benchmark's."""
+    from lwsupcrd.methods import METHODS, method_of, step_of
+    from lwsupcrd.protocol import PRESETS, STANDARD_PRESETS, build_study_runs
+    from lwsupcrd.steps import step_lwsupcrd, step_supcon
+
+    for protocol, presets in (("lwsupcrd", PRESETS), ("standard", STANDARD_PRESETS)):
+        for preset in presets:
+            settings = StudyConfig(protocol=protocol, preset=preset).settings()
+            for run in build_study_runs(settings, settings.get("seeds")):
+                method = method_of(run.cfg)
+                assert method is METHODS[method.key]
+                assert method.protocol in (protocol, "both"), (run.name, method.key)
+                if protocol == "lwsupcrd":
+                    assert (run.teacher is not None) == method.needs_teacher, run.name
+                if method.name != "published":
+                    assert callable(step_of(run.cfg))
+    original = method_of({"method": "lwsupcrd"})
+    assert original.key == "lwsupcrd/lwsupcrd" and original is not STANDARD["lwsupcrd"] and original.views == 2
+    assert original.trains_teacher_head and not method_of({"method": "supcon"}).needs_teacher
+    assert step_of({"method": "standard", "recipe": "lwsupcrd"}).__name__ == "standard_step"
+    assert step_lwsupcrd.__name__ in repr(original.step.__closure__[0].cell_contents)
+    assert method_of({"method": "supcon"}).step.__closure__[0].cell_contents is step_supcon
+    with pytest.raises(ValueError, match="unknown method 'lwsupcrd/nope'"):
+        method_of({"method": "nope"})

@@ -12,7 +12,7 @@ from lwsupcrd.data import write_cifar_like
 from lwsupcrd.machine import forward_flops
 from lwsupcrd.models import create_model
 from lwsupcrd.options import StudyConfig, validate
-from lwsupcrd.methods import METHODS
+from lwsupcrd.methods import STANDARD
 from lwsupcrd.protocol import STANDARD_PRESETS, build_standard_runs
 from lwsupcrd.published import reference_state
 from lwsupcrd.optimizers import build_optimizer, build_scheduler
@@ -26,7 +26,7 @@ def test_every_method_is_a_run_with_the_references_weights():
     runs = build_standard_runs(settings(pair="resnet32x4-resnet8x4"))
     teacher, students = runs[0], runs[1:]
     assert teacher.stage == "teacher" and teacher.cfg["arch"] == "resnet32x4" and teacher.cfg["method"] == "ce"
-    assert [row_of(r.cfg) for r in students] == list(METHODS)
+    assert [row_of(r.cfg) for r in students] == list(STANDARD)
     for r in students:
         c = r.cfg
         assert (c["arch"], c["batch_size"], c["optimizer"], c["lr"], c["weight_decay"], c["schedule"]) == \
@@ -91,7 +91,7 @@ def results_of(pair, accs):
     runs = {}
     for method, values in accs.items():
         for seed, acc in enumerate(values):
-            cfg = dict(METHODS[method].config(pair, 240) if method != "teacher" else {},
+            cfg = dict(STANDARD[method].config(pair, 240) if method != "teacher" else {},
                        method="ce" if method == "teacher" else "standard", seed=seed)
             runs[f"{method}_seed{seed}"] = {"stage": "teacher" if method == "teacher" else "distillation",
                                            "base": method, "config": cfg, "metrics": {"test_acc": acc}}
@@ -125,7 +125,7 @@ def test_smoke_run_of_every_method_then_a_published_teacher(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     assert "TFLOP, about" in first.stdout  # the time estimate, before anything trains
     assert first.stdout.index("TFLOP") < first.stdout.index("== std_teacher")
-    assert len(trained_runs(first.stdout)) == 1 + len(METHODS)
+    assert len(trained_runs(first.stdout)) == 1 + len(STANDARD)
     results = json.loads(results_file(out, "standard").read_text())
     for name, entry in results["runs"].items():
         assert 0 <= entry["metrics"]["test_acc"] <= 100, name
@@ -148,7 +148,7 @@ def test_smoke_run_of_every_method_then_a_published_teacher(tmp_path):
 
     again = run_script(*args)
     assert again.returncode == 0 and trained_runs(again.stdout) == []
-    assert len(cached_runs(again.stdout)) == 1 + len(METHODS)
+    assert len(cached_runs(again.stdout)) == 1 + len(STANDARD)
 
     teacher = tmp_path / "ckpt_epoch_240.pth"  # as RepDistiller's train_teacher.py saves it
     torch.save({"epoch": 240, "model": reference_state("resnet14", create_model("resnet14", 100)),
@@ -178,7 +178,7 @@ def test_the_evidence_preset_shares_one_teacher_and_draws_each_seeds_students_su
     teachers = [r for r in runs if r.stage == "teacher"]
     students = [r for r in runs if r.stage == "distillation"]
     assert len(teachers) == 1 and teachers[0].cfg["train_subset"] is None  # the whole training split, once
-    assert len(students) == 3 * len(METHODS) and {r.cfg["seed"] for r in students} == {0, 1, 2}
+    assert len(students) == 3 * len(STANDARD) and {r.cfg["seed"] for r in students} == {0, 1, 2}
     assert all(r.requires == (teachers[0].name,) for r in students if r.teacher is not None)
     assert {r.cfg["train_subset"] for r in students} == {STANDARD_PRESETS["evidence"]["train_subset"]}
     assert all(r.cfg["score_every"] == 5 for r in students)  # every 5th epoch and the last: the curves, the best
@@ -233,9 +233,9 @@ def test_dkd_runs_with_each_pairs_beta_and_says_where_it_comes_from():
     from lwsupcrd.methods import dkd_beta
 
     for pair, beta in MDISTILLER_DKD_BETA.items():
-        assert METHODS["dkd"].config(pair, 240)["dkd_beta"] == beta and "mdistiller's config" in dkd_beta(pair)[1]
-    assert METHODS["dkd"].config("resnet20-resnet8", 30)["dkd_beta"] == 2.0  # thin ResNets, stated
-    assert METHODS["dkd"].config("wrn_16_2-wrn_16_1", 30)["dkd_beta"] == 6.0
+        assert STANDARD["dkd"].config(pair, 240)["dkd_beta"] == beta and "mdistiller's config" in dkd_beta(pair)[1]
+    assert STANDARD["dkd"].config("resnet20-resnet8", 30)["dkd_beta"] == 2.0  # thin ResNets, stated
+    assert STANDARD["dkd"].config("wrn_16_2-wrn_16_1", 30)["dkd_beta"] == 6.0
     assert dkd_beta("resnet50-resnet18")[1].startswith("no mdistiller config")
 
 
@@ -276,7 +276,7 @@ def test_list_shows_each_pairs_runs_with_the_settings_that_differ():
     listed = run_script("--protocol", "standard", "--list", "--pair", "vgg13-MobileNetV2")
     assert listed.returncode == 0, listed.stderr[-2000:]
     lines = [line for line in listed.stdout.splitlines() if line.startswith(("teacher ", "distillation "))]
-    assert len(lines) == 1 + len(METHODS)
+    assert len(lines) == 1 + len(STANDARD)
     assert "std_teacher_vgg13_cifar100" in lines[0] and "lr=0.05" in lines[0] and "arch=vgg13" in lines[0]
     assert all("lr=0.01" in line and "arch=MobileNetV2" in line for line in lines[1:])
     assert "dkd_beta=6.0" in next(line for line in lines if "std_dkd_" in line)  # mdistiller's vgg13_mv2.yaml

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from lwsupcrd.data import DATASETS, Split, normalize
-from lwsupcrd.methods import METHODS, TERMS
+from lwsupcrd.methods import STANDARD, TERMS
 from lwsupcrd.models import ModelWrapper
 from lwsupcrd.steps import teacher_bank_keys
 from lwsupcrd.train import fit
@@ -76,13 +76,13 @@ def test_bank_initialisation_changes_the_first_epoch_only_through_the_bank(init)
         assert runs["random"]["loss"] != runs["teacher"]["loss"]
 
 
-@pytest.mark.parametrize("name", list(METHODS))
+@pytest.mark.parametrize("name", list(STANDARD))
 def test_standard_step_trains_each_method(name):
     """The standard protocol's step on one view: its parts are the weighted terms, the teacher's
     embedding head trains only with a term that uses it, and the backbone of the teacher stays put."""
     from lwsupcrd.train import check_frozen, frozen_snapshot
 
-    method = METHODS[name]
+    method = STANDARD[name]
     params = method.config("resnet8-resnet8", 1)
     params.update({k: 16 for k in ("bank_negatives", "nce_negatives") if k in params})
     cfg, student, teacher, train, info = tiny(method="standard", optimizer="sgd", lr=0.05, momentum=0.9,
@@ -102,8 +102,8 @@ def test_standard_step_trains_each_method(name):
 
 
 def test_a_standard_student_without_teacher_terms_needs_no_teacher():
-    cfg, student, _, train, info = tiny(method="standard", kd_temperature=4.0, **METHODS["vanilla"].config("", 1))
+    cfg, student, _, train, info = tiny(method="standard", kd_temperature=4.0, **STANDARD["vanilla"].config("", 1))
     assert fit("v", cfg, student, train, info, CPU, progress=False)[0]["ce"] > 0
-    cfg.update(METHODS["kd"].config("", 1))
+    cfg.update(STANDARD["kd"].config("", 1))
     with pytest.raises(ValueError, match="needs a teacher"):
         fit("v", cfg, student, train, info, CPU, progress=False)
