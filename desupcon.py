@@ -17,7 +17,7 @@
 # **The question.** A student learns from a teacher through a supervised contrastive loss whose pull and
 # push are weighted by the teacher's class probabilities (LW-SupCRD). Does that weighting make a better
 # student than the same loss without it, than the one-hot teacher's weights, and than the literature's
-# distillation methods (KD, CRD, DKD, FitNet, AT, SP)?
+# distillation methods (KD, CRD, DKD, FitNet, AT, SP, CC, RKD, PKT, NST)?
 #
 # **The answer** is the first section after the set-up: the comparative figures and the findings, drawn
 # from the results file of the run this notebook shows. The stages follow, table by table, for those who

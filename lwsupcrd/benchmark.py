@@ -13,7 +13,8 @@ from pathlib import Path
 
 from . import comparisons as family_of
 from .groups import Group, groups_of, markdown_table
-from .methods import STANDARD, PAIRS, PUBLISHED_TEACHERS, dkd_beta
+from .methods import STANDARD
+from .pairs import PAIRS, PUBLISHED_TEACHERS, dkd_beta
 
 ROWS = {"teacher": "Teacher", **{name: m.label for name, m in STANDARD.items()}}
 VANILLA = next(name for name, m in STANDARD.items() if not m.needs_teacher)  # the floor of every distilled student

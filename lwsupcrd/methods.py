@@ -19,60 +19,18 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .distill_losses import attention_loss, dkd_loss, hint_loss, similarity_loss
+from .distill_losses import (attention_loss, correlation_loss, dkd_loss, hint_loss, nst_loss, pkt_loss, rkd_loss,
+                             similarity_loss)
 from .distributed import gather, gather_with_grad
 from .losses import onehot_teacher_beta, student_objective
 from .nce_memory import ContrastMemories
+from .pairs import MDISTILLER, REPDISTILLER, dkd_beta, published_row
 from .steps import (StepResult, contrast, step_ce, step_crd, step_lwsupcrd, step_projection, step_supcon,
                     step_undistilled, with_online_classifier)
 
 # RepDistiller's 13 pairs in its README's order: Table 1, same architecture; Table 2, different ones
-SAME_ARCHITECTURE = ("wrn_40_2-wrn_16_2", "wrn_40_2-wrn_40_1", "resnet56-resnet20", "resnet110-resnet20",
-                     "resnet110-resnet32", "resnet32x4-resnet8x4", "vgg13-vgg8")
-CROSS_ARCHITECTURE = ("vgg13-MobileNetV2", "ResNet50-MobileNetV2", "ResNet50-vgg8", "resnet32x4-ShuffleV1",
-                      "resnet32x4-ShuffleV2", "wrn_40_2-ShuffleV1")
-PAIRS = SAME_ARCHITECTURE + CROSS_ARCHITECTURE
-# RepDistiller's train_student.py: these students train at lr 0.01 (the others at the recipe's 0.05)
-LOW_LR_STUDENTS = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
-REPDISTILLER = "RepDistiller README, commit b84f547 (CRD, Tian et al., ICLR 2020, Table 1)"
-MDISTILLER = "mdistiller README, commit a08d46f (DKD, Zhao et al., CVPR 2022)"
 # LW-SupCRD's defaults: the run every sweep of the original protocol passes through
 SWEEP_CENTRE = dict(alpha=1.0, beta=10.0, temperature=0.07)
-# the published teachers' top-1 (%): theirs, beside ours, never mixed
-PUBLISHED_TEACHERS = dict(zip(PAIRS, (75.61, 75.61, 72.34, 74.31, 74.31, 79.42, 74.64,
-                                       74.64, 79.34, 79.34, 79.42, 79.42, 75.61)))
-
-
-def published_row(*numbers: float | None) -> dict[str, float]:
-    """A method's published top-1 per pair, in PAIRS' order (None: no number published)."""
-    return {pair: n for pair, n in zip(PAIRS, numbers, strict=True) if n is not None}
-
-
-def student_lr(student: str, lr: float) -> float:
-    """The student's learning rate as RepDistiller's train_student.py sets it."""
-    return 0.01 if student in LOW_LR_STUDENTS else lr
-
-
-# DKD's beta as mdistiller's per-pair configs give it (configs/cifar100/dkd/*.yaml, commit e8c5bb3; a
-# config without DKD.BETA takes its default, 8)
-DKD_BETA = {"resnet32x4-resnet8x4": 8.0, "wrn_40_2-wrn_16_2": 6.0, "wrn_40_2-wrn_40_1": 6.0, "resnet56-resnet20": 2.0,
-            "resnet110-resnet32": 2.0, "vgg13-vgg8": 6.0, "vgg13-MobileNetV2": 6.0, "ResNet50-MobileNetV2": 8.0,
-            "resnet32x4-ShuffleV1": 8.0, "resnet32x4-ShuffleV2": 8.0, "wrn_40_2-ShuffleV1": 8.0}
-THIN_RESNETS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
-
-
-def dkd_beta(pair: str) -> tuple[float, str]:
-    """DKD's beta for a teacher-student pair and where it comes from: mdistiller's config of the
-    pair, else stated here by the family of the pair (thin ResNets 2, as mdistiller's two thin-ResNet
-    configs; wide ResNets 6, as its two WRN configs; otherwise its default, 8)."""
-    if pair in DKD_BETA:
-        return DKD_BETA[pair], "mdistiller's config of this pair (e8c5bb3)"
-    teacher, _, student = pair.partition("-")
-    if teacher in THIN_RESNETS and student in THIN_RESNETS:
-        return 2.0, "no mdistiller config: 2, as its thin-ResNet configs (resnet56-resnet20, resnet110-resnet32)"
-    if teacher.startswith("wrn") and student.startswith("wrn"):
-        return 6.0, "no mdistiller config: 6, as its WRN configs (wrn_40_2-wrn_16_2, wrn_40_2-wrn_40_1)"
-    return 8.0, "no mdistiller config: 8, its default"
 
 
 @dataclass
@@ -224,6 +182,21 @@ def _similarity(ctx, batch, out):
     return similarity_loss(out.stages[-2], out.teacher_stages[-2]), None, {}  # the last stage's output
 
 
+def _pooled(loss):  # a relation between the pooled features (RepDistiller's feat[-1])
+    return lambda ctx, batch, out: (loss(out.stages[-1], out.teacher_stages[-1]), None, {})
+
+
+def _build_embeddings(cfg, student, teacher, train):
+    """CC's two linear embeddings of the pooled features to the run's `proj_dim` (RepDistiller's
+    LinearEmbed, to its feat_dim 128), both trained."""
+    dims = [_stage_shapes(m, train, -1)[1] for m in (student, teacher)]
+    return nn.ModuleList([nn.Linear(d, cfg["proj_dim"]) for d in dims]).to(train.images.device)
+
+
+def _correlation(ctx, batch, out):
+    return correlation_loss(ctx.extras[0](out.stages[-1]), ctx.extras[1](out.teacher_stages[-1])), None, {}
+
+
 TERMS: dict[str, Term] = {
     "nce": Term("embeddings", _nce_crd, _build_memories, trains_teacher_head=True),
     "infonce": Term("embeddings", _infonce, trains_teacher_head=True),
@@ -232,6 +205,10 @@ TERMS: dict[str, Term] = {
     "hint": Term("stages", _hint, _build_regressor),
     "attention": Term("stages", _attention),
     "similarity": Term("stages", _similarity),
+    "correlation": Term("stages", _correlation, _build_embeddings),
+    "rkd": Term("stages", _pooled(rkd_loss)),
+    "pkt": Term("stages", _pooled(pkt_loss)),
+    "nst": Term("stages", lambda ctx, batch, out: (nst_loss(out.stages[1:-1], out.teacher_stages[1:-1]), None, {})),
 }
 
 # ---------------------------------------------------------------- the methods, in the table's order
@@ -254,6 +231,18 @@ _STANDARD = [
     Method("sp", "SP", term="similarity", term_weight=3000.0,
            published=published_row(73.83, 72.43, 69.67, 70.04, 72.69, 72.94, 72.68,
                                     66.30, 68.08, 73.34, 73.48, 74.56, 74.52), **_RD),
+    Method("cc", "CC", term="correlation", term_weight=0.02,
+           published=published_row(73.56, 72.21, 69.63, 69.48, 71.48, 72.97, 70.71,
+                                    64.86, 65.43, 70.25, 71.14, 71.29, 71.38), **_RD),
+    Method("rkd", "RKD", term="rkd", term_weight=1.0,
+           published=published_row(73.35, 72.22, 69.61, 69.25, 71.82, 71.90, 71.48,
+                                    64.52, 64.43, 71.50, 72.28, 73.21, 72.21), **_RD),
+    Method("pkt", "PKT", term="pkt", term_weight=30000.0,
+           published=published_row(74.54, 73.45, 70.34, 70.25, 72.61, 73.64, 72.88,
+                                    67.13, 66.52, 73.01, 74.10, 74.69, 73.89), **_RD),
+    Method("nst", "NST", term="nst", term_weight=50.0,
+           published=published_row(73.68, 72.24, 69.60, 69.53, 71.96, 73.30, 71.53,
+                                    58.16, 64.96, 71.28, 74.12, 74.68, 74.89), **_RD),
     Method("crd", "CRD", term="nce", term_weight=0.8, params=_NCE,
            published=published_row(75.48, 74.14, 71.16, 71.46, 73.48, 75.51, 73.94,
                                     69.73, 69.11, 74.30, 75.11, 75.65, 76.05), **_RD),

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lwsupcrd.distill_losses import (NCE_EPS, attention_loss, dkd_loss, hint_loss, nce_loss, nce_normaliser,
-                                     nce_scores, similarity_loss)
+from lwsupcrd.distill_losses import (NCE_EPS, attention_loss, correlation_loss, dkd_loss, hint_loss, nce_loss,
+                                     nce_normaliser, nce_scores, nst_loss, pkt_loss, rkd_loss, similarity_loss)
 
 
 def test_nce_matches_its_loop():
@@ -165,3 +165,91 @@ def test_similarity_matches_its_loop():
         grams.append([[v / math.sqrt(sum(w * w for w in row)) for v in row] for row in gram])
     expected = sum((grams[1][i][j] - grams[0][i][j]) ** 2 for i in range(4) for j in range(4)) / 16
     assert float(similarity_loss(f_s, f_t)) == pytest.approx(expected, rel=1e-12)
+
+
+RELATION_FIXTURE = torch.load(__import__("pathlib").Path(__file__).parent / "fixtures" / "repdistiller_relation.pt",
+                              weights_only=True)
+RELATION = {"pkt": pkt_loss, "rkd": rkd_loss, "cc": correlation_loss, "nst": nst_loss}
+
+
+@pytest.mark.parametrize("name", list(RELATION))
+def test_relation_terms_match_repdistillers_own_losses(name):
+    """PKT, RKD, CC and NST against RepDistiller's own `distiller_zoo` on the same float64 inputs
+    (scripts/record_relation_fixture.py, their code run once outside the project): loss and the
+    gradients of every input that has one (CC's teacher embedding trains, the others' teacher is fixed)."""
+    f = RELATION_FIXTURE[name]
+
+    def leaves(x):
+        return [t.clone().requires_grad_(True) for t in x] if isinstance(x, list) else [x.clone().requires_grad_(True)]
+
+    student, teacher = leaves(f["student"]), leaves(f["teacher"])
+    loss = RELATION[name](*(x if isinstance(f["student"], list) else x[0] for x in (student, teacher)))
+    torch.testing.assert_close(loss.detach(), f["loss"], rtol=1e-10, atol=0)
+    grads = torch.autograd.grad(loss, student + teacher, allow_unused=True)
+    mine = [g for g in grads if g is not None and bool(g.abs().sum())]  # a fixed teacher gets none
+    recorded = [g for g in f["grads"] if g is not None]
+    assert len(mine) == len(recorded) == len(student) + (name == "cc"), name  # CC's teacher embedding trains
+    for ours, theirs in zip(mine, recorded):
+        torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-14)
+
+
+def test_pkt_matches_its_loop():
+    g = torch.Generator().manual_seed(3)
+    s, t = torch.randn(5, 4, generator=g, dtype=torch.float64), torch.randn(5, 6, generator=g, dtype=torch.float64)
+
+    def conditional(x):
+        unit = [[v / (math.sqrt(sum(u * u for u in row)) + 1e-7) for v in row] for row in x.tolist()]
+        k = [[(sum(a * b for a, b in zip(ui, uj)) + 1) / 2 for uj in unit] for ui in unit]
+        return [[v / sum(row) for v in row] for row in k]
+
+    ps, pt = conditional(s), conditional(t)
+    expected = sum(pt[i][j] * math.log((pt[i][j] + 1e-7) / (ps[i][j] + 1e-7)) for i in range(5) for j in range(5)) / 25
+    assert float(pkt_loss(s, t)) == pytest.approx(expected, rel=1e-10)
+
+
+def test_rkd_matches_its_loop():
+    g = torch.Generator().manual_seed(4)
+    s, t = torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(4, 5, generator=g, dtype=torch.float64)
+
+    def huber(a, b):
+        d = abs(a - b)
+        return 0.5 * d * d if d < 1 else d - 0.5
+
+    def potentials(x):
+        x = x.tolist()
+        n = len(x)
+        dist = [[math.dist(x[i], x[j]) for j in range(n)] for i in range(n)]
+        mean = sum(d for row in dist for d in row if d > 0) / sum(1 for row in dist for d in row if d > 0)
+
+        def unit(i, j):
+            v = [b - a for a, b in zip(x[i], x[j])]
+            norm = max(math.sqrt(sum(u * u for u in v)), 1e-12)
+            return [u / norm for u in v]
+
+        angles = [sum(a * b for a, b in zip(unit(i, j), unit(i, k))) for i in range(n) for j in range(n) for k in range(n)]
+        return [d / mean for row in dist for d in row], angles
+
+    (ds, as_), (dt, at) = potentials(s), potentials(t)
+    expected = (25 * sum(huber(a, b) for a, b in zip(ds, dt)) / len(ds)
+                + 50 * sum(huber(a, b) for a, b in zip(as_, at)) / len(as_))
+    assert float(rkd_loss(s, t)) == pytest.approx(expected, rel=1e-8)
+
+
+def test_nst_and_cc_match_their_loops():
+    g = torch.Generator().manual_seed(5)
+    s, t = torch.randn(2, 3, 2, 2, generator=g, dtype=torch.float64), torch.randn(2, 4, 2, 2, generator=g, dtype=torch.float64)
+
+    def channels(x):
+        return [[[v / math.sqrt(sum(u * u for u in c)) for v in c] for c in image.flatten(1).tolist()] for image in x]
+
+    def kernel_mean(a, b):
+        values = [sum(p * q for p, q in zip(ca, cb)) ** 2 for ia, ib in zip(a, b) for ca in ia for cb in ib]
+        return sum(values) / len(values)
+
+    fs, ft = channels(s), channels(t)
+    expected = kernel_mean(ft, ft) + kernel_mean(fs, fs) - 2 * kernel_mean(fs, ft)
+    assert float(nst_loss([s], [t])) == pytest.approx(expected, rel=1e-10)
+    es, et = torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(4, 3, generator=g, dtype=torch.float64)
+    delta = (es - et).abs().tolist()
+    expected = sum(sum(a * b for a, b in zip(delta[i], delta[i + 1])) for i in range(3)) / 3
+    assert float(correlation_loss(es, et)) == pytest.approx(expected, rel=1e-12)

@@ -163,7 +163,7 @@ def test_smoke_run_of_every_method_then_a_published_teacher(tmp_path):
 def test_docs_show_the_table_layout_with_the_published_numbers():
     from helpers import ROOT
     from lwsupcrd.benchmark import published_table
-    from lwsupcrd.methods import CROSS_ARCHITECTURE, SAME_ARCHITECTURE
+    from lwsupcrd.pairs import CROSS_ARCHITECTURE, SAME_ARCHITECTURE
 
     doc = (ROOT / "docs" / "standard-benchmark.md").read_text()
     assert published_table(SAME_ARCHITECTURE) in doc and published_table(CROSS_ARCHITECTURE) in doc
@@ -215,7 +215,7 @@ REPDISTILLER_PAIRS = {"wrn_40_2-wrn_16_2": 0.05, "wrn_40_2-wrn_40_1": 0.05, "res
 
 
 def test_every_repdistiller_pair_runs_with_its_students_learning_rate():
-    from lwsupcrd.methods import PAIRS
+    from lwsupcrd.pairs import PAIRS
     from lwsupcrd.protocol import STANDARD_PRESETS, build_standard_runs
 
     assert list(PAIRS) == list(REPDISTILLER_PAIRS)
@@ -230,7 +230,7 @@ def test_every_repdistiller_pair_runs_with_its_students_learning_rate():
 
 
 def test_dkd_runs_with_each_pairs_beta_and_says_where_it_comes_from():
-    from lwsupcrd.methods import dkd_beta
+    from lwsupcrd.pairs import dkd_beta
 
     for pair, beta in MDISTILLER_DKD_BETA.items():
         assert STANDARD["dkd"].config(pair, 240)["dkd_beta"] == beta and "mdistiller's config" in dkd_beta(pair)[1]

@@ -1,0 +1,71 @@
+"""Record tests/fixtures/repdistiller_relation.pt: RepDistiller's own PKT, RKD, NST and CC losses on
+small float64 inputs, with their gradients.
+
+    python scripts/record_relation_fixture.py PATH/TO/RepDistiller [--commit SHA]
+
+Run once, outside the project's tests: it imports the reference's `distiller_zoo` from the given
+checkout (which never enters this repository) and stores plain data only: the inputs, each loss and
+the gradients with respect to the student's inputs (and, for CC, whose teacher embedding trains, the
+teacher's). The inputs are shaped as `train_student.py` passes them: pooled features (PKT, RKD), the
+linear embeddings of both networks (CC), the stage outputs between the stem and the pooling (NST),
+with one student map larger and one smaller than the teacher's, so that both pooling paths run.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lwsupcrd.files import save_torch  # noqa: E402
+
+BATCH = 6
+
+
+def leaf(*shape, g):
+    return torch.randn(*shape, generator=g, dtype=torch.float64).requires_grad_()
+
+
+def record(loss_fn, student, teacher) -> dict:
+    loss = loss_fn(student, teacher)
+    loss = sum(loss) if isinstance(loss, list) else loss
+    inputs = [x for x in (*(student if isinstance(student, list) else [student]),
+                          *(teacher if isinstance(teacher, list) else [teacher])) if x.requires_grad]
+    grads = torch.autograd.grad(loss, inputs, allow_unused=True)
+
+    def plain(x):
+        return [t.detach().clone() for t in x] if isinstance(x, list) else x.detach().clone()
+
+    return {"student": plain(student), "teacher": plain(teacher), "loss": loss.detach(),
+            "grads": [None if gr is None else gr.clone() for gr in grads]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("reference", type=Path, help="a checkout of HobbitLong/RepDistiller")
+    p.add_argument("--commit", default="", help="the checkout's commit, recorded with the fixture")
+    p.add_argument("--out", type=Path, default=ROOT / "tests" / "fixtures" / "repdistiller_relation.pt")
+    a = p.parse_args()
+    sys.path.insert(0, str(a.reference))
+    from distiller_zoo import PKT, Correlation, NSTLoss, RKDLoss
+
+    g = torch.Generator().manual_seed(0)
+    fixture = {"source": {"repo": "HobbitLong/RepDistiller", "commit": a.commit, "torch": str(torch.__version__)}}
+    fixture["pkt"] = record(PKT(), leaf(BATCH, 8, g=g), leaf(BATCH, 12, g=g).detach())
+    fixture["rkd"] = record(RKDLoss(w_d=25, w_a=50), leaf(BATCH, 8, g=g), leaf(BATCH, 12, g=g).detach())
+    fixture["cc"] = record(Correlation(), leaf(BATCH, 5, g=g), leaf(BATCH, 5, g=g))
+    student = [leaf(BATCH, 3, 8, 8, g=g), leaf(BATCH, 5, 4, 4, g=g)]
+    teacher = [leaf(BATCH, 6, 4, 4, g=g).detach(), leaf(BATCH, 7, 8, 8, g=g).detach()]
+    fixture["nst"] = record(NSTLoss(), student, teacher)
+    for name in ("pkt", "rkd", "cc", "nst"):
+        print(f"{name}: loss {float(fixture[name]['loss']):.10g}")
+    save_torch(a.out, fixture)
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
