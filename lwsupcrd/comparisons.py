@@ -34,8 +34,12 @@ class Member:
     reference: str
 
 
-# The standard protocol: the rows of `methods.STANDARD` by name.
+# The standard protocol: the rows of `methods.STANDARD` by name. The regime checks come first: they
+# say whether the literature's baselines beat the vanilla student here, as they do in its tables.
 STANDARD = (
+    Member("regime check: KD instead of the vanilla student", "kd", "vanilla"),
+    Member("regime check: the published CRD instead of the vanilla student", "crd", "vanilla"),
+    Member("regime check: DKD instead of the vanilla student", "dkd", "vanilla"),
     Member("the logit weighting (vs unweighted SupCRD)", "lwsupcrd", "supcrd_unweighted"),
     Member("the teacher's probabilities at LW-SupCRD's strength (vs a one-hot teacher)", "lwsupcrd", "supcrd_onehot"),
     Member("LW-SupCRD instead of the published CRD", "lwsupcrd", "crd"),
@@ -47,14 +51,13 @@ STANDARD = (
     Member("LW-SupCRD+KD instead of CRD+KD", "lwsupcrd_kd", "crd_kd"),
     Member("KD added to LW-SupCRD", "lwsupcrd_kd", "lwsupcrd"),
     Member("KD added to CRD", "crd_kd", "crd"),
-    Member("regime check: KD instead of the vanilla student", "kd", "vanilla"),
-    Member("regime check: the published CRD instead of the vanilla student", "crd", "vanilla"),
-    Member("regime check: DKD instead of the vanilla student", "dkd", "vanilla"),
 )
 
 # The original protocol: roles that `roles.Roles.role` finds in a results file ("bank" stands for
 # every bank run, each against its matched control).
 ORIGINAL = (
+    Member("regime check: SupCon instead of the undistilled student", "supcon", "undistilled"),
+    Member("regime check: CRD instead of the undistilled student", "crd", "undistilled"),
     Member("the logit weighting (vs unweighted SupCRD)", "lwsupcrd", "unweighted"),
     Member("the teacher's probabilities at LW-SupCRD's strength (vs a one-hot teacher)", "lwsupcrd", "onehot"),
     Member("LW-SupCRD instead of SupCon", "lwsupcrd", "supcon"),
@@ -69,8 +72,6 @@ ORIGINAL = (
            "unweighted", "crd"),
     Member("same-class keys left out of CRD's negatives (our InfoNCE form)", "crd_classaware", "crd"),
     Member("the memory bank (each bank run vs its matched control)", "bank", "control"),
-    Member("regime check: SupCon instead of the undistilled student", "supcon", "undistilled"),
-    Member("regime check: CRD instead of the undistilled student", "crd", "undistilled"),
 )
 
 
