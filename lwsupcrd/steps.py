@@ -5,6 +5,7 @@ LW-SupCRD's weight samples. Each is a row's `step` in `methods.METHODS`, where t
 protocol's step (`methods.standard_step`) is too."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -238,6 +239,7 @@ def _distill(ctx, batch, loss_name):
 
 def with_online_classifier(step: Callable) -> Callable:
     """`step`, followed by the original's online classifier when the run's config asks for it."""
+    @functools.wraps(step)
     def run(ctx, batch):
         result = step(ctx, batch)
         return online_classifier(ctx, batch, result) if ctx.cfg.get("online_classifier") else result
