@@ -319,7 +319,7 @@ STANDARD_PRESETS: dict[str, dict] = {
     # a class-balanced subset drawn per seed, where the teacher is clearly better than a vanilla student
     "evidence": dict(_REFERENCE_RECIPE, dataset="fashion-mnist", teacher_arch="resnet20", student_arch="resnet8",
                      train_subset=2000, teacher_epochs=8, teacher_lr_milestones=scaled_milestones(8),
-                     student_epochs=30, lr_milestones=scaled_milestones(30), bank_negatives=1024, seeds=(0, 1, 2),
+                     student_epochs=30, lr_milestones=scaled_milestones(30), bank_negatives=1024, seeds=(0, 1, 2, 3, 4),
                      score_every=5),
 }
 
