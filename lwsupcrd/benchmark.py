@@ -14,7 +14,7 @@ from pathlib import Path
 from . import comparisons as family_of
 from .groups import Group, groups_of, markdown_table
 from .methods import STANDARD
-from .pairs import PAIRS, PUBLISHED_TEACHERS, dkd_beta
+from .pairs import PAIRS, PUBLISHED_TEACHERS, dkd_beta, logit_standardization
 
 ROWS = {"teacher": "Teacher", **{name: m.label for name, m in STANDARD.items()}}
 VANILLA = next(name for name, m in STANDARD.items() if not m.needs_teacher)  # the floor of every distilled student
@@ -102,6 +102,13 @@ def standard_table(all_results: list[dict], conditions_of: bool = True) -> str:
         betas.append(f"{pair}: β {rule:g} ({why})" if ran in (None, rule) else
                      f"{pair}: these runs used β {ran:g}, before β was set per pair (today's rule: {rule:g}, {why})")
     departures.append("- DKD's β per pair — " + "; ".join(betas) + ".")
+    standardized = []
+    for _, pair, _ in columns:
+        (t, w), why = logit_standardization(pair)
+        (t2, w2, beta), why2 = logit_standardization(pair, dkd=True)
+        standardized.append(f"{pair}: KD at T {t:g}, weight {w:g} ({why}); DKD at T {t2:g}, α {w2:g}, "
+                            f"β {w2:g} × {beta:g} ({why2})")
+    departures.append("- Logit standardization's settings per pair — " + "; ".join(standardized) + ".")
     return "\n".join(lines + [""] + notes + [
         "- ours: top-1 (%) of the student's own classifier on the test split at the last epoch, mean ± std "
         "over seeds (n given when > 1); published: theirs, read from " + "; ".join(sources) + " (teachers and "

@@ -1,10 +1,11 @@
 """The distillation literature's own terms, as pure functions of tensors: CRD's NCE objective
 (Tian et al., ICLR 2020), DKD (Zhao et al., CVPR 2022), FitNet's hint (Romero et al., ICLR 2015),
 attention transfer (Zagoruyko & Komodakis, ICLR 2017), similarity preservation (Tung & Mori, ICCV
-2019), and the relation terms the CRD benchmark runs: PKT, RKD, NST and CC. Each is written from its
+2019), the relation terms the CRD benchmark runs (PKT, RKD, NST and CC), DIST (Huang et al., NeurIPS
+2022) and logit standardization (Sun et al., CVPR 2024). Each is written from its
 paper's equations, in the form the benchmark's code computes it; the tests check each against a
 float64 loop of the same equations, and CRD's, PKT's, RKD's, NST's and CC's against RepDistiller's
-own code on recorded fixtures.
+own code, DIST's and the standardized KD and DKD against their authors' code, on recorded fixtures.
 
 Like `losses.py`, each computes in float32 (float64 stays float64) with autocast off, and the
 teacher's side carries no gradient (except CC's trained teacher embedding).
@@ -215,3 +216,38 @@ def correlation_loss(student_embedding: torch.Tensor, teacher_embedding: torch.T
         dtype = _dtype(student_embedding)
         delta = (student_embedding.to(dtype) - teacher_embedding.to(dtype)).abs()
         return (delta[:-1] * delta[1:]).sum(1).mean()
+
+
+def standardize_logits(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    r"""Logit standardization (Sun et al., CVPR 2024), the Z-score of each image's logits over the
+    classes before the softmax of a logit-based distillation:
+
+        Z(z) = (z - mean(z)) / (eps + std(z)),   std with Bessel's correction (over C - 1), eps = 1e-7.
+    """
+    with torch.autocast(logits.device.type, enabled=False):
+        z = logits.to(_dtype(logits))
+        return (z - z.mean(dim=1, keepdim=True)) / (eps + z.std(dim=1, keepdim=True))
+
+
+def _pearson_rows(a: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+
+
+def dist_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float = 4.0, beta: float = 1.0,
+              gamma: float = 1.0, eps: float = 1e-8) -> torch.Tensor:
+    r"""DIST (Huang et al., NeurIPS 2022): with Y = softmax(Z / tau) for both networks (B images x C
+    classes) and rho(u, v) = <u - mean u, v - mean v> / (|u - mean u| |v - mean v| + eps) the
+    Pearson correlation,
+
+        L_inter = 1 - (1/B) sum_i rho(Y^S_i., Y^T_i.)     (each image's class distribution)
+        L_intra = 1 - (1/C) sum_c rho(Y^S_.c, Y^T_.c)     (each class's scores across the batch)
+        L_DIST = tau^2 (beta L_inter + gamma L_intra),   eps = 1e-8.
+    """
+    with torch.autocast(student_logits.device.type, enabled=False):
+        dtype = _dtype(student_logits)
+        y_s = F.softmax(student_logits.to(dtype) / tau, 1)
+        y_t = F.softmax(teacher_logits.detach().to(dtype) / tau, 1)
+        inter = 1 - _pearson_rows(y_s, y_t, eps).mean()
+        intra = 1 - _pearson_rows(y_s.T, y_t.T, eps).mean()
+        return tau ** 2 * (beta * inter + gamma * intra)

@@ -19,12 +19,13 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .distill_losses import (attention_loss, correlation_loss, dkd_loss, hint_loss, nst_loss, pkt_loss, rkd_loss,
-                             similarity_loss)
+from .distill_losses import (attention_loss, correlation_loss, dist_loss, dkd_loss, hint_loss, nst_loss, pkt_loss,
+                             rkd_loss, similarity_loss, standardize_logits)
+from .connectors import HintRegressor, stage_shape
 from .distributed import gather, gather_with_grad
-from .losses import onehot_teacher_beta, student_objective
+from .losses import kd_loss, onehot_teacher_beta, student_objective
 from .nce_memory import ContrastMemories
-from .pairs import MDISTILLER, REPDISTILLER, dkd_beta, published_row
+from .pairs import DIST, LOGIT_STANDARDIZATION, MDISTILLER, REPDISTILLER, dkd_beta, logit_standardization, published_row
 from .steps import (StepResult, contrast, step_ce, step_crd, step_lwsupcrd, step_projection, step_supcon,
                     step_undistilled, with_online_classifier)
 
@@ -81,8 +82,8 @@ class Method:
                   for k, v in self.params.items()}
         if "dkd_warmup" in params:  # 20 of the references' 240 epochs, in proportion to this budget
             params["dkd_warmup"] = max(1, round(epochs * params["dkd_warmup"] / 240))
-        return dict(recipe=self.name, gamma=self.gamma, kd_weight=self.kd_weight, distill=self.term or "none",
-                    distill_weight=self.term_weight, **params)
+        return {**dict(recipe=self.name, gamma=self.gamma, kd_weight=self.kd_weight, distill=self.term or "none",
+                       distill_weight=self.term_weight), **params}  # a param may set b per pair
 
     @property
     def key(self) -> str:  # in `METHODS`: the name, an original-protocol row's after its protocol
@@ -126,46 +127,25 @@ def _lwsupcrd(ctx, batch, out):
     return contrast(ctx, out.embedding, t, out.teacher_logits, batch, "lw_supcrd")
 
 
+def _standardized(ctx, out):  # logit standardization's plug-in, where the run asks for it
+    if ctx.cfg.get("logit_stand"):
+        return standardize_logits(out.logits), standardize_logits(out.teacher_logits)
+    return out.logits, out.teacher_logits
+
+
 def _dkd(ctx, batch, out):
     ramp = min((ctx.epoch + 1) / ctx.cfg["dkd_warmup"], 1.0)  # mdistiller's warm-up, epochs counted from 1
-    return ramp * dkd_loss(out.logits, out.teacher_logits, batch.labels, ctx.cfg["dkd_alpha"], ctx.cfg["dkd_beta"],
-                           ctx.cfg["kd_temperature"]), None, {}
+    t = ctx.cfg.get("term_temperature", ctx.cfg["kd_temperature"])  # logit standardization's own T
+    return ramp * dkd_loss(*_standardized(ctx, out), batch.labels, ctx.cfg["dkd_alpha"], ctx.cfg["dkd_beta"], t), None, {}
 
 
-class HintRegressor(nn.Module):
-    """FitNet's regressor from the student's hint map to the teacher's shape: a convolution chosen by
-    the spatial sizes (stride 2 to halve, a transposed one to double, else a size-fitting kernel),
-    then BatchNorm and ReLU (the teacher's hint is post-activation)."""
-
-    def __init__(self, s_shape: torch.Size, t_shape: torch.Size):
-        super().__init__()
-        (_, s_c, s_h, s_w), (_, t_c, t_h, t_w) = s_shape, t_shape
-        if s_h == 2 * t_h:
-            self.conv = nn.Conv2d(s_c, t_c, 3, stride=2, padding=1)
-        elif 2 * s_h == t_h:
-            self.conv = nn.ConvTranspose2d(s_c, t_c, 4, stride=2, padding=1)
-        elif s_h >= t_h:
-            self.conv = nn.Conv2d(s_c, t_c, (1 + s_h - t_h, 1 + s_w - t_w))
-        else:
-            raise ValueError(f"no hint regressor from a {s_h}x{s_w} map to a {t_h}x{t_w} one")
-        self.bn = nn.BatchNorm2d(t_c)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.bn(self.conv(x)))
-
-
-@torch.no_grad()
-def _stage_shapes(model, train, index: int) -> torch.Size:
-    was_training = model.training
-    x = torch.zeros(2, *train.images.shape[1:], device=train.images.device)
-    shape = model.eval().backbone.forward_stages(x)[0][index].shape
-    model.train(was_training)
-    return shape
+def _kd_term(ctx, batch, out):  # KD as a term, at its own temperature (logit standardization's KD)
+    return kd_loss(*_standardized(ctx, out), ctx.cfg["term_temperature"], validate=False), None, {}
 
 
 def _build_regressor(cfg, student, teacher, train):
     layer = cfg["hint_layer"]
-    return HintRegressor(_stage_shapes(student, train, layer), _stage_shapes(teacher, train, layer)).to(
+    return HintRegressor(stage_shape(student, train, layer), stage_shape(teacher, train, layer)).to(
         train.images.device)
 
 
@@ -189,7 +169,7 @@ def _pooled(loss):  # a relation between the pooled features (RepDistiller's fea
 def _build_embeddings(cfg, student, teacher, train):
     """CC's two linear embeddings of the pooled features to the run's `proj_dim` (RepDistiller's
     LinearEmbed, to its feat_dim 128), both trained."""
-    dims = [_stage_shapes(m, train, -1)[1] for m in (student, teacher)]
+    dims = [stage_shape(m, train, -1)[1] for m in (student, teacher)]
     return nn.ModuleList([nn.Linear(d, cfg["proj_dim"]) for d in dims]).to(train.images.device)
 
 
@@ -202,6 +182,9 @@ TERMS: dict[str, Term] = {
     "infonce": Term("embeddings", _infonce, trains_teacher_head=True),
     "lwsupcrd": Term("embeddings", _lwsupcrd, trains_teacher_head=True),
     "dkd": Term("logits", _dkd),
+    "kd": Term("logits", _kd_term),
+    "dist": Term("logits", lambda ctx, batch, out: (dist_loss(out.logits, out.teacher_logits, ctx.cfg["dist_tau"]),
+                                                    None, {})),
     "hint": Term("stages", _hint, _build_regressor),
     "attention": Term("stages", _attention),
     "similarity": Term("stages", _similarity),
@@ -251,6 +234,21 @@ _STANDARD = [
            params=dict(dkd_alpha=1.0, dkd_beta=lambda pair: dkd_beta(pair)[0], dkd_warmup=20),
            published=published_row(76.23, 74.81, 71.97, None, 74.11, 76.32, 74.68,
                                     69.71, 70.35, None, 76.45, None, 76.70)),
+    Method("kd_ls", "KD+LS (logit standardization)", gamma=0.1, term="kd", term_weight=9.0,
+           params=dict(logit_stand=True, term_temperature=lambda pair: float(logit_standardization(pair)[0][0]),
+                       distill_weight=lambda pair: float(logit_standardization(pair)[0][1])),
+           published=published_row(76.11, 74.37, 71.43, 71.48, 74.17, 76.62, 74.36,
+                                    68.61, 69.02, None, None, 75.56, None), source=LOGIT_STANDARDIZATION),
+    Method("dkd_ls", "DKD+LS (logit standardization)", term="dkd", term_weight=1.0,
+           params=dict(logit_stand=True, term_temperature=lambda pair: float(logit_standardization(pair, True)[0][0]),
+                       dkd_alpha=lambda pair: float(logit_standardization(pair, True)[0][1]),
+                       dkd_beta=lambda pair: logit_standardization(pair, True)[0][1] * logit_standardization(pair, True)[0][2],
+                       dkd_warmup=20),
+           published=published_row(76.39, 74.89, 72.32, 71.85, 74.29, 77.01, 74.81,
+                                    69.98, 70.45, None, None, 77.37, None), source=LOGIT_STANDARDIZATION),
+    Method("dist", "DIST", term="dist", term_weight=2.0, params=dict(dist_tau=4.0), source=DIST,
+           published=published_row(None, 74.43, 71.75, None, None, 76.31, None,
+                                   None, 68.66, None, 76.34, 77.35, None)),
     Method("crd_infonce", "CRD, InfoNCE form (ours)", term="infonce", term_weight=0.8, params=_BANK,
            ours="one-direction InfoNCE against the teacher key of the same crop, negatives from a momentum bank "
                 "shared by the batch, same-class images among them"),

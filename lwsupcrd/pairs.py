@@ -12,6 +12,8 @@ PAIRS = SAME_ARCHITECTURE + CROSS_ARCHITECTURE
 LOW_LR_STUDENTS = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
 REPDISTILLER = "RepDistiller README, commit b84f547 (CRD, Tian et al., ICLR 2020, Table 1)"
 MDISTILLER = "mdistiller README, commit a08d46f (DKD, Zhao et al., CVPR 2022)"
+DIST = ("DIST README, commit 2418f18 (Huang et al., NeurIPS 2022), mean ± sd of its runs (the sd not shown here); "
+        "weights from its CIFAR config (hunto/image_classification_sota 6f7a70a, dist_cifar.yaml: CE 1, DIST 2, tau 4)")
 # the published teachers' top-1 (%): theirs, beside ours, never mixed
 PUBLISHED_TEACHERS = dict(zip(PAIRS, (75.61, 75.61, 72.34, 74.31, 74.31, 79.42, 74.64,
                                        74.64, 79.34, 79.34, 79.42, 79.42, 75.61)))
@@ -47,3 +49,28 @@ def dkd_beta(pair: str) -> tuple[float, str]:
     if teacher.startswith("wrn") and student.startswith("wrn"):
         return 6.0, "no mdistiller config: 6, as its WRN configs (wrn_40_2-wrn_16_2, wrn_40_2-wrn_40_1)"
     return 8.0, "no mdistiller config: 8, its default"
+
+
+# Logit standardization's settings per pair (sunshangquan/logit-standardization-KD, commit f6e5aa5): its
+# README runs `--logit-stand --base-temp T --kd-weight w` and names each log file
+# "KD_TYPE,TEACHER,STUDENT,T,w[,DKD's beta]"; tools/train.py then sets KD's weight to w and its
+# temperature to T, and DKD's alpha to 1 w, its beta to beta w, its temperature to T.
+LOGIT_STANDARDIZATION = "logit-standardization-KD README, commit f6e5aa5 (Sun et al., CVPR 2024)"
+LS_KD = {"resnet32x4-resnet8x4": (2, 9), "vgg13-vgg8": (3, 9), "wrn_40_2-wrn_40_1": (2, 9), "wrn_40_2-wrn_16_2": (2, 9),
+         "resnet56-resnet20": (2, 9), "resnet110-resnet32": (2, 9), "resnet110-resnet20": (4, 12),
+         "resnet32x4-ShuffleV2": (2, 9), "vgg13-MobileNetV2": (3, 9), "ResNet50-MobileNetV2": (3, 1)}
+LS_DKD = {"resnet32x4-resnet8x4": (2, 9, 8.0), "vgg13-vgg8": (2, 15, 2.0), "wrn_40_2-wrn_40_1": (2, 12, 2.0),
+          "wrn_40_2-wrn_16_2": (2, 12, 2.0), "resnet56-resnet20": (3, 18, 2.0), "resnet110-resnet32": (2, 15, 2.0),
+          "resnet110-resnet20": (2, 15, 2.0), "resnet32x4-ShuffleV2": (2, 9, 8.0), "vgg13-MobileNetV2": (3, 9, 2.0),
+          "ResNet50-MobileNetV2": (2, 15, 2.0)}  # a log without beta: its config's (none: DKD's default 8)
+
+
+def logit_standardization(pair: str, dkd: bool = False) -> tuple[tuple, str]:
+    """(T, w) for KD, (T, w, beta) for DKD, with logit standardization on this pair, and where they
+    come from: the pair's log in the reference's README, else its README command's defaults (T 2,
+    w 9) with DKD's beta as `dkd_beta` states it."""
+    table = LS_DKD if dkd else LS_KD
+    if pair in table:
+        return table[pair], "the pair's log in the logit-standardization README (f6e5aa5)"
+    default = (2, 9, dkd_beta(pair)[0]) if dkd else (2, 9)
+    return default, "no log of this pair: the README command's T 2, w 9" + (f"; beta {dkd_beta(pair)[1]}" if dkd else "")

@@ -5,8 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lwsupcrd.distill_losses import (NCE_EPS, attention_loss, correlation_loss, dkd_loss, hint_loss, nce_loss,
-                                     nce_normaliser, nce_scores, nst_loss, pkt_loss, rkd_loss, similarity_loss)
+from lwsupcrd.distill_losses import (NCE_EPS, attention_loss, correlation_loss, dist_loss, dkd_loss, hint_loss,
+                                     nce_loss, nce_normaliser, nce_scores, nst_loss, pkt_loss, rkd_loss, similarity_loss,
+                                     standardize_logits)
+from lwsupcrd.losses import kd_loss
 
 
 def test_nce_matches_its_loop():
@@ -253,3 +255,58 @@ def test_nst_and_cc_match_their_loops():
     delta = (es - et).abs().tolist()
     expected = sum(sum(a * b for a, b in zip(delta[i], delta[i + 1])) for i in range(3)) / 3
     assert float(correlation_loss(es, et)) == pytest.approx(expected, rel=1e-12)
+
+
+LOGIT_FIXTURE = torch.load(__import__("pathlib").Path(__file__).parent / "fixtures" / "logit_methods.pt",
+                           weights_only=True)
+LOGIT_METHODS = {
+    "dist": lambda s, t, f: dist_loss(s, t, tau=4.0),
+    "kd_ls": lambda s, t, f: kd_loss(standardize_logits(s), standardize_logits(t), 2.0),
+    "dkd_ls": lambda s, t, f: dkd_loss(standardize_logits(s), standardize_logits(t), f["labels"], 9.0, 72.0, 2.0),
+    "kd_plain": lambda s, t, f: kd_loss(s, t, 4.0),
+}
+
+
+@pytest.mark.parametrize("name", list(LOGIT_METHODS))
+def test_logit_methods_match_their_authors_code(name):
+    """DIST (hunto/image_classification_sota's `DIST`) and logit standardization's KD and DKD
+    (sunshangquan/logit-standardization-KD's `kd_loss`, `dkd_loss` with logit_stand on) against their
+    authors' functions on the same float64 logits (scripts/record_logit_fixture.py, run once outside
+    the project), loss and gradient; KD without standardization too, as the same code computes it."""
+    f = LOGIT_FIXTURE[name]
+    student = f["student"].clone().requires_grad_(True)
+    loss = LOGIT_METHODS[name](student, f["teacher"], f)
+    torch.testing.assert_close(loss.detach(), f["loss"], rtol=1e-10, atol=0)
+    (grad,) = torch.autograd.grad(loss, [student])
+    torch.testing.assert_close(grad, f["grad"], rtol=1e-9, atol=1e-14)
+
+
+def test_dist_matches_its_loop():
+    g = torch.Generator().manual_seed(5)
+    b, c, tau = 4, 3, 2.0
+    zs, zt = torch.randn(b, c, generator=g, dtype=torch.float64), torch.randn(b, c, generator=g, dtype=torch.float64)
+    ys = [[math.exp(zs[i, j] / tau) / sum(math.exp(zs[i, k] / tau) for k in range(c)) for j in range(c)] for i in range(b)]
+    yt = [[math.exp(zt[i, j] / tau) / sum(math.exp(zt[i, k] / tau) for k in range(c)) for j in range(c)] for i in range(b)]
+
+    def pearson(u, v):
+        mu, mv = sum(u) / len(u), sum(v) / len(v)
+        cov = sum((x - mu) * (y - mv) for x, y in zip(u, v))
+        return cov / (math.sqrt(sum((x - mu) ** 2 for x in u)) * math.sqrt(sum((y - mv) ** 2 for y in v)) + 1e-8)
+
+    inter = 1 - sum(pearson(ys[i], yt[i]) for i in range(b)) / b
+    intra = 1 - sum(pearson([ys[i][j] for i in range(b)], [yt[i][j] for i in range(b)]) for j in range(c)) / c
+    expected = tau ** 2 * (0.5 * inter + 3.0 * intra)
+    assert float(dist_loss(zs, zt, tau, beta=0.5, gamma=3.0)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_standardized_logits_match_their_loop():
+    g = torch.Generator().manual_seed(6)
+    z = 5 * torch.randn(3, 7, generator=g, dtype=torch.float64)
+    for i in range(3):
+        row = [float(v) for v in z[i]]
+        mean = sum(row) / 7
+        std = math.sqrt(sum((v - mean) ** 2 for v in row) / 6)  # Bessel's correction
+        expected = [(v - mean) / (1e-7 + std) for v in row]
+        assert standardize_logits(z)[i].tolist() == pytest.approx(expected, rel=1e-12)
+    assert standardize_logits((z * 100 + 3).float()).dtype == torch.float32  # invariant to scale and shift
+    torch.testing.assert_close(standardize_logits(z * 100 + 3), standardize_logits(z), rtol=1e-6, atol=1e-6)
