@@ -1,10 +1,10 @@
 """The distillation literature's own terms, as pure functions of tensors: CRD's NCE objective
 (Tian et al., ICLR 2020), DKD (Zhao et al., CVPR 2022), FitNet's hint (Romero et al., ICLR 2015),
 attention transfer (Zagoruyko & Komodakis, ICLR 2017), similarity preservation (Tung & Mori, ICCV
-2019), the relation terms the CRD benchmark runs (PKT, RKD, NST and CC), DIST (Huang et al., NeurIPS
+2019), the relation terms the CRD benchmark runs (PKT, RKD, NST, CC and VID), DIST (Huang et al., NeurIPS
 2022) and logit standardization (Sun et al., CVPR 2024). Each is written from its
 paper's equations, in the form the benchmark's code computes it; the tests check each against a
-float64 loop of the same equations, and CRD's, PKT's, RKD's, NST's and CC's against RepDistiller's
+float64 loop of the same equations, and CRD's, PKT's, RKD's, NST's, CC's and VID's against RepDistiller's
 own code, DIST's and the standardized KD and DKD against their authors' code, on recorded fixtures.
 
 Like `losses.py`, each computes in float32 (float64 stays float64) with autocast off, and the
@@ -251,3 +251,21 @@ def dist_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: f
         inter = 1 - _pearson_rows(y_s, y_t, eps).mean()
         intra = 1 - _pearson_rows(y_s.T, y_t.T, eps).mean()
         return tau ** 2 * (beta * inter + gamma * intra)
+
+
+def vid_loss(student_stages: list[torch.Tensor], teacher_stages: list[torch.Tensor], regressors: list,
+             log_scales: list[torch.Tensor], eps: float = 1e-5) -> torch.Tensor:
+    r"""Variational information distillation (Ahn et al., CVPR 2019) on the stages between the stem and
+    the pooling, as RepDistiller computes it: for each stage l, the larger map average-pooled to the
+    smaller's size, a regressor mu_l of the student's map (`connectors.VIDRegressor`) is the mean of a
+    Gaussian over the teacher's map with a variance per channel c, sigma_lc^2 = log(1 + exp(s_lc)) + eps:
+
+        L_VID = sum_l mean over images, channels, positions of
+                0.5 ((mu_l(F^S_l) - F^T_l)^2 / sigma_l^2 + log sigma_l^2),   eps = 1e-5.
+    """
+    with torch.autocast(student_stages[0].device.type, enabled=False):
+        total = 0.0
+        for (f_s, f_t), mu, s in zip(_same_size(student_stages, teacher_stages), regressors, log_scales, strict=True):
+            var = (torch.log(1.0 + torch.exp(s.to(f_s.dtype))) + eps).view(1, -1, 1, 1)
+            total = total + (0.5 * ((mu(f_s) - f_t) ** 2 / var + torch.log(var))).mean()
+        return total

@@ -20,8 +20,8 @@ import torch
 import torch.nn as nn
 
 from .distill_losses import (attention_loss, correlation_loss, dist_loss, dkd_loss, hint_loss, nst_loss, pkt_loss,
-                             rkd_loss, similarity_loss, standardize_logits)
-from .connectors import HintRegressor, stage_shape
+                             rkd_loss, similarity_loss, standardize_logits, vid_loss)
+from .connectors import hint_regressor, linear_embeddings, vid_regressors
 from .distributed import gather, gather_with_grad
 from .losses import kd_loss, onehot_teacher_beta, student_objective
 from .nce_memory import ContrastMemories
@@ -143,12 +143,6 @@ def _kd_term(ctx, batch, out):  # KD as a term, at its own temperature (logit st
     return kd_loss(*_standardized(ctx, out), ctx.cfg["term_temperature"], validate=False), None, {}
 
 
-def _build_regressor(cfg, student, teacher, train):
-    layer = cfg["hint_layer"]
-    return HintRegressor(stage_shape(student, train, layer), stage_shape(teacher, train, layer)).to(
-        train.images.device)
-
-
 def _hint(ctx, batch, out):
     layer = ctx.cfg["hint_layer"]
     return hint_loss(ctx.extras(out.stages[layer]), out.teacher_stages[layer]), None, {}
@@ -166,15 +160,13 @@ def _pooled(loss):  # a relation between the pooled features (RepDistiller's fea
     return lambda ctx, batch, out: (loss(out.stages[-1], out.teacher_stages[-1]), None, {})
 
 
-def _build_embeddings(cfg, student, teacher, train):
-    """CC's two linear embeddings of the pooled features to the run's `proj_dim` (RepDistiller's
-    LinearEmbed, to its feat_dim 128), both trained."""
-    dims = [stage_shape(m, train, -1)[1] for m in (student, teacher)]
-    return nn.ModuleList([nn.Linear(d, cfg["proj_dim"]) for d in dims]).to(train.images.device)
-
-
 def _correlation(ctx, batch, out):
     return correlation_loss(ctx.extras[0](out.stages[-1]), ctx.extras[1](out.teacher_stages[-1])), None, {}
+
+
+def _vid(ctx, batch, out):
+    return vid_loss(out.stages[1:-1], out.teacher_stages[1:-1], list(ctx.extras),
+                    [r.log_scale for r in ctx.extras]), None, {}
 
 
 TERMS: dict[str, Term] = {
@@ -185,11 +177,12 @@ TERMS: dict[str, Term] = {
     "kd": Term("logits", _kd_term),
     "dist": Term("logits", lambda ctx, batch, out: (dist_loss(out.logits, out.teacher_logits, ctx.cfg["dist_tau"]),
                                                     None, {})),
-    "hint": Term("stages", _hint, _build_regressor),
+    "hint": Term("stages", _hint, lambda cfg, s, t, train: hint_regressor(s, t, train, cfg["hint_layer"])),
     "attention": Term("stages", _attention),
     "similarity": Term("stages", _similarity),
-    "correlation": Term("stages", _correlation, _build_embeddings),
+    "correlation": Term("stages", _correlation, lambda cfg, s, t, train: linear_embeddings(s, t, train, cfg["proj_dim"])),
     "rkd": Term("stages", _pooled(rkd_loss)),
+    "vid": Term("stages", _vid, lambda cfg, s, t, train: vid_regressors(s, t, train)),
     "pkt": Term("stages", _pooled(pkt_loss)),
     "nst": Term("stages", lambda ctx, batch, out: (nst_loss(out.stages[1:-1], out.teacher_stages[1:-1]), None, {})),
 }
@@ -217,6 +210,9 @@ _STANDARD = [
     Method("cc", "CC", term="correlation", term_weight=0.02,
            published=published_row(73.56, 72.21, 69.63, 69.48, 71.48, 72.97, 70.71,
                                     64.86, 65.43, 70.25, 71.14, 71.29, 71.38), **_RD),
+    Method("vid", "VID", term="vid", term_weight=1.0,
+           published=published_row(74.11, 73.30, 70.38, 70.16, 72.61, 73.09, 71.23,
+                                    65.56, 67.57, 70.30, 73.38, 73.40, 73.61), **_RD),
     Method("rkd", "RKD", term="rkd", term_weight=1.0,
            published=published_row(73.35, 72.22, 69.61, 69.25, 71.82, 71.90, 71.48,
                                     64.52, 64.43, 71.50, 72.28, 73.21, 72.21), **_RD),

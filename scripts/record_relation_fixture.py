@@ -1,5 +1,5 @@
-"""Record tests/fixtures/repdistiller_relation.pt: RepDistiller's own PKT, RKD, NST and CC losses on
-small float64 inputs, with their gradients.
+"""Record tests/fixtures/repdistiller_relation.pt: RepDistiller's own PKT, RKD, NST, CC and VID losses
+on small float64 inputs, with their gradients.
 
     python scripts/record_relation_fixture.py PATH/TO/RepDistiller [--commit SHA]
 
@@ -7,8 +7,9 @@ Run once, outside the project's tests: it imports the reference's `distiller_zoo
 checkout (which never enters this repository) and stores plain data only: the inputs, each loss and
 the gradients with respect to the student's inputs (and, for CC, whose teacher embedding trains, the
 teacher's). The inputs are shaped as `train_student.py` passes them: pooled features (PKT, RKD), the
-linear embeddings of both networks (CC), the stage outputs between the stem and the pooling (NST),
-with one student map larger and one smaller than the teacher's, so that both pooling paths run.
+linear embeddings of both networks (CC), the stage outputs between the stem and the pooling (NST,
+VID), with one student map larger and one smaller than the teacher's, so that both pooling paths
+run. VID's regressors are initialised by the reference (seeded) and stored with their gradients.
 """
 from __future__ import annotations
 
@@ -44,6 +45,19 @@ def record(loss_fn, student, teacher) -> dict:
             "grads": [None if gr is None else gr.clone() for gr in grads]}
 
 
+def record_vid(vid_loss, student: list, teacher: list) -> dict:
+    """RepDistiller's VIDLoss(s, t, t) per stage, summed as its train_student.py sums them."""
+    torch.manual_seed(1)
+    criteria = [vid_loss(s.shape[1], t.shape[1], t.shape[1]).double() for s, t in zip(student, teacher)]
+    student = [x.detach().clone().requires_grad_() for x in student]
+    loss = sum(c(s, t) for c, s, t in zip(criteria, student, teacher))
+    params = [p for c in criteria for p in c.parameters()]
+    grads = torch.autograd.grad(loss, student + params)
+    return {"student": [x.detach() for x in student], "teacher": teacher, "loss": loss.detach(),
+            "state": [{k: v.detach().clone() for k, v in c.state_dict().items()} for c in criteria],
+            "grads": [g.clone() for g in grads[:len(student)]], "param_grads": [g.clone() for g in grads[len(student):]]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("reference", type=Path, help="a checkout of HobbitLong/RepDistiller")
@@ -51,7 +65,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "tests" / "fixtures" / "repdistiller_relation.pt")
     a = p.parse_args()
     sys.path.insert(0, str(a.reference))
-    from distiller_zoo import PKT, Correlation, NSTLoss, RKDLoss
+    from distiller_zoo import PKT, VIDLoss, Correlation, NSTLoss, RKDLoss
 
     g = torch.Generator().manual_seed(0)
     fixture = {"source": {"repo": "HobbitLong/RepDistiller", "commit": a.commit, "torch": str(torch.__version__)}}
@@ -61,7 +75,8 @@ def main() -> None:
     student = [leaf(BATCH, 3, 8, 8, g=g), leaf(BATCH, 5, 4, 4, g=g)]
     teacher = [leaf(BATCH, 6, 4, 4, g=g).detach(), leaf(BATCH, 7, 8, 8, g=g).detach()]
     fixture["nst"] = record(NSTLoss(), student, teacher)
-    for name in ("pkt", "rkd", "cc", "nst"):
+    fixture["vid"] = record_vid(VIDLoss, student, teacher)
+    for name in ("pkt", "rkd", "cc", "nst", "vid"):
         print(f"{name}: loss {float(fixture[name]['loss']):.10g}")
     save_torch(a.out, fixture)
     print(f"wrote {a.out}")

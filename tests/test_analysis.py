@@ -278,7 +278,7 @@ def test_the_standard_evidence_holds_every_method_on_three_seeds_with_a_teacher_
     results = json.loads(STANDARD.read_text())
     by_method = {row_of(g.config): g for g in groups_of(results).values()}
     # the rows added after this evidence ran (RepDistiller's relation terms, the logit methods) join it at a rerun
-    assert set(by_method) == {"teacher", *ROWS} - {"cc", "rkd", "pkt", "nst", "kd_ls", "dkd_ls", "dist"}
+    assert set(by_method) == {"teacher", *ROWS} - {"cc", "rkd", "vid", "pkt", "nst", "kd_ls", "dkd_ls", "dist"}
     assert all(len(g.by_seed("test_acc")) >= 3 for m, g in by_method.items() if m != "teacher")
     teacher = by_method["teacher"].stats("test_acc")[0]
     assert all(teacher - acc >= 3 for acc in by_method["vanilla"].by_seed("test_acc").values())

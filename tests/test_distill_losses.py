@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from lwsupcrd.distill_losses import (NCE_EPS, attention_loss, correlation_loss, dist_loss, dkd_loss, hint_loss,
                                      nce_loss, nce_normaliser, nce_scores, nst_loss, pkt_loss, rkd_loss, similarity_loss,
-                                     standardize_logits)
+                                     standardize_logits, vid_loss)
 from lwsupcrd.losses import kd_loss
 
 
@@ -310,3 +310,48 @@ def test_standardized_logits_match_their_loop():
         assert standardize_logits(z)[i].tolist() == pytest.approx(expected, rel=1e-12)
     assert standardize_logits((z * 100 + 3).float()).dtype == torch.float32  # invariant to scale and shift
     torch.testing.assert_close(standardize_logits(z * 100 + 3), standardize_logits(z), rtol=1e-6, atol=1e-6)
+
+
+def test_vid_matches_repdistillers_own_loss():
+    """VID against RepDistiller's VIDLoss, one per stage and summed as its train_student.py does, on the
+    same float64 maps and the regressors it initialised (recorded by scripts/record_relation_fixture.py):
+    loss, the gradients of the student's maps and of every regressor parameter, variance scale included."""
+    from lwsupcrd.connectors import VIDRegressor
+
+    f = RELATION_FIXTURE["vid"]
+    regressors = []
+    for s, t, state in zip(f["student"], f["teacher"], f["state"]):
+        r = VIDRegressor(s.shape[1], t.shape[1], t.shape[1]).double()
+        r.load_state_dict(state)
+        regressors.append(r)
+    student = [x.clone().requires_grad_(True) for x in f["student"]]
+    loss = vid_loss(student, f["teacher"], regressors, [r.log_scale for r in regressors])
+    torch.testing.assert_close(loss.detach(), f["loss"], rtol=1e-10, atol=0)
+    params = [p for r in regressors for p in r.parameters()]
+    grads = torch.autograd.grad(loss, student + params)
+    for ours, theirs in zip(grads, f["grads"] + f["param_grads"], strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-14)
+
+
+def test_vid_matches_its_loop_and_starts_at_variance_five():
+    from lwsupcrd.connectors import VIDRegressor
+
+    g = torch.Generator().manual_seed(8)
+    f_s, f_t = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64), torch.randn(2, 2, 2, 2, generator=g, dtype=torch.float64)
+    scale = torch.randn(2, generator=g, dtype=torch.float64)
+    weight = torch.randn(2, 3, generator=g, dtype=torch.float64)
+    mu = lambda x: torch.einsum("oc,bchw->bohw", weight, x)  # noqa: E731 - a linear regressor, for the loop
+    pooled = [[[sum(float(f_s[b, c, 2 * h + i, 2 * w + j]) for i in range(2) for j in range(2)) / 4 for w in range(2)]
+               for h in range(2)] for c in range(3) for b in [0, 1]]
+    total, count = 0.0, 0
+    for b in range(2):
+        for o in range(2):
+            var = math.log(1 + math.exp(float(scale[o]))) + 1e-5
+            for h in range(2):
+                for w in range(2):
+                    mean = sum(float(weight[o, c]) * pooled[c * 2 + b][h][w] for c in range(3))
+                    total += 0.5 * ((mean - float(f_t[b, o, h, w])) ** 2 / var + math.log(var))
+                    count += 1
+    assert float(vid_loss([f_s], [f_t], [mu], [scale])) == pytest.approx(total / count, rel=1e-12)
+    r = VIDRegressor(3, 4, 4)
+    assert torch.allclose(torch.log(1 + torch.exp(r.log_scale)) + 1e-5, torch.full((4,), 5.0))
