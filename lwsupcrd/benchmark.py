@@ -8,6 +8,7 @@ seeds) beside the published number (theirs, labelled with its source, never mixe
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -55,6 +56,13 @@ def _ours(g: Group | None) -> str:
     return "–" if g is None else g.fmt("test_acc")
 
 
+def precision_of(results: dict) -> str:
+    """The runs' arithmetic, from their configs: bf16 autocast (`amp`; on a GPU, or `--cpu-bf16`) or float32."""
+    amp = sorted({bool(e["config"].get("amp", e.get("environment", {}).get("device") == "cuda"))
+                  for e in results["runs"].values()})
+    return " and ".join("bf16 autocast" if a else "float32" for a in amp)
+
+
 def conditions(results: dict) -> str:
     """What produced one column: preset, data, epochs, bank, seeds, hardware; departures named."""
     s, env = results["settings"], results.get("environment", {})
@@ -71,7 +79,8 @@ def conditions(results: dict) -> str:
     return (f"{pair_of(results)}: preset {s['preset']}, {s['dataset']} ({train}), students {s['student_epochs']} "
             f"epochs, batch {s['batch_size']}, SGD lr {s['lr']:g} x{s['lr_decay']:g} at {list(s['lr_milestones'])}, "
             f"wd {s['weight_decay']:g}; {source}; {s['bank_negatives']} negatives per anchor (CRD's NCE) or per step "
-            f"(the bank of the InfoNCE and LW-SupCRD rows); seeds {seeds}; device {', '.join(device)}; "
+            f"(the bank of the InfoNCE and LW-SupCRD rows); seeds {seeds}; device {', '.join(device)}, "
+            f"{precision_of(results)}; "
             f"torch {env.get('torch', '?')}")
 
 
@@ -151,17 +160,17 @@ def details(results: dict) -> str:
 
 
 def time_line(results: dict) -> str:
-    """The training seconds the runs recorded: the teacher's, the students' median and range, and the sum."""
+    """The training seconds the runs recorded: the teacher's, the students' median and range."""
     entries = list(results["runs"].values())
     teacher = [e["metrics"].get("train_seconds", 0.0) for e in entries if e["stage"] == "teacher"]
     students = sorted(e["metrics"].get("train_seconds", 0.0) for e in entries if e["stage"] != "teacher")
     if not students:
         return ""
-    total = sum(teacher) + sum(students)
     return (f"Training time as the runs recorded it (scoring the test split during training included): teacher "
-            f"{sum(teacher):.0f} s; {len(students)} students, median {students[len(students) // 2]:.0f} s "
-            f"(range {students[0]:.0f}–{students[-1]:.0f} s); all runs together {total / 3600:.2f} h. A run that "
-            f"shared the cores or was paused records that time too, so the median is the figure to read.")
+            f"{sum(teacher):.0f} s; {len(students)} students, median {statistics.median(students):.0f} s "
+            f"(range {students[0]:.0f}–{students[-1]:.0f} s). A run that shared the cores or was paused records "
+            f"that time too, so the median is the figure to read. The study's wall clock, and where it ran, is "
+            f"stated once, in bench/RESULTS.md.")
 
 
 def build_standard_report(results: dict) -> str:

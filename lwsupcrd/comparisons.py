@@ -51,7 +51,15 @@ STANDARD = (
     Member("LW-SupCRD+KD instead of CRD+KD", "lwsupcrd_kd", "crd_kd"),
     Member("KD added to LW-SupCRD", "lwsupcrd_kd", "lwsupcrd"),
     Member("KD added to CRD", "crd_kd", "crd"),
+    Member("class-level instead of instance-level contrast against the teacher (unweighted SupCRD vs CRD's "
+           "InfoNCE form, the same bank)", "supcrd_unweighted", "crd_infonce"),
+    Member("same-class keys left out of CRD's negatives (its InfoNCE form)", "crd_infonce_classaware", "crd_infonce"),
 )
+
+
+def compared(family: tuple[Member, ...]) -> tuple[str, ...]:
+    """The methods a family compares, in the order they first appear in it."""
+    return tuple(dict.fromkeys(m for member in family for m in (member.reference, member.run)))
 
 # The original protocol: roles that `roles.Roles.role` finds in a results file ("bank" stands for
 # every bank run, each against its matched control).

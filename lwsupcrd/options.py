@@ -264,7 +264,7 @@ RULES = {
     "embed_dim": _at_least(1), "teacher_checkpoint": (lambda v: True, "a file"),
     "teacher_lr_milestones": (lambda v: all(x >= 1 for x in v) and list(v) == sorted(set(v)),
                               "increasing epoch numbers >= 1"),
-    "shared_teacher": _one_of((True, False)), "score_every": _at_least(0),
+    "shared_teacher": _one_of((True, False)), "score_every": _at_least(0), "methods": _one_of(("family", "all")),
     "seed": _SEED, "seeds": (lambda v: all(_SEED[0](x) for x in v), f"seeds, each {_SEED[1]}"),
     "sweep_centre": (lambda v: True, "the protocol's"),
     # the original's choices and ours (protocol.ORIGINAL)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -73,21 +74,21 @@ STANDARD_END = "<!-- standard:end -->"
 def standard_summary(results: dict, source: str) -> str:
     """The README's answer on the literature's protocol: the comparisons that change one thing,
     paired by seed, with the teacher, the vanilla student and the measured time, from the results file."""
-    from .benchmark import VANILLA, by_method, family
+    from .benchmark import VANILLA, by_method, family, precision_of
 
     groups = by_method(results)
     s, runs = results["settings"], list(results["runs"].values())
     seeds = sorted({e["config"]["seed"] for e in runs})
     hardware = sorted({e.get("environment", {}).get("gpu") or f"CPU, {e.get('environment', {}).get('cpu_threads')} "
                        f"threads" for e in runs})
-    students = sorted(e["metrics"].get("train_seconds", 0.0) for e in runs if e["stage"] != "teacher")
-    total = sum(e["metrics"].get("train_seconds", 0.0) for e in runs)
+    students = [e["metrics"].get("train_seconds", 0.0) for e in runs if e["stage"] != "teacher"]
     teacher = sum(e["metrics"].get("train_seconds", 0.0) for e in runs if e["stage"] == "teacher")
     head = (f"`--protocol standard --preset {s['preset']}`: {s['dataset']}, {s['teacher_arch']} → {s['student_arch']}, "
-            f"students on {s['train_subset']} images per seed, seeds {seeds}, {'; '.join(hardware)}; generated from "
+            f"students on {s['train_subset']} images per seed, seeds {seeds}, {'; '.join(hardware)}, "
+            f"{precision_of(results)}; generated from "
             f"`{source}`. Top-1, last epoch: teacher {groups['teacher'].fmt('test_acc')}, vanilla student "
-            f"{groups[VANILLA].fmt('test_acc')}. Measured: the teacher {teacher:.0f} s, a student's median "
-            f"{students[len(students) // 2]:.0f} s; all runs {total / 3600:.2f} h (contended runs included).")
+            f"{groups[VANILLA].fmt('test_acc')}. Recorded training time: the teacher {teacher:.0f} s, a student's median "
+            f"{statistics.median(students):.0f} s; the study's wall clock: bench/RESULTS.md.")
     return "\n".join([STANDARD_BEGIN, head, "", readme_table(family(results), "Δ top-1 (pp)"), STANDARD_END])
 
 

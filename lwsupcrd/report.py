@@ -14,6 +14,7 @@ columns) and the L2-normalised backbone features (what the linear probe reads).
 """
 from __future__ import annotations
 
+import statistics
 import sys
 from pathlib import Path
 
@@ -170,7 +171,7 @@ def time(r: Roles) -> list[str]:
     for g in sorted(r.groups.values(), key=lambda g: (STAGE_ORDER.index(g.stage), g.base)):
         per_run = sorted(sum(e["metrics"].get(k, 0.0) for k in ("train_seconds", "embed_seconds", "probe_seconds"))
                          for e in g.entries)
-        median = per_run[len(per_run) // 2]
+        median = statistics.median(per_run)
         total += median * len(per_run)
         rows.append([label(g), str(g.config["epochs"]), str(len(per_run)), f"{median:.0f}",
                      f"{per_run[0]:.0f}–{per_run[-1]:.0f}"])
