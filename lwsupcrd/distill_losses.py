@@ -1,11 +1,12 @@
 """The distillation literature's own terms, as pure functions of tensors: CRD's NCE objective
 (Tian et al., ICLR 2020), DKD (Zhao et al., CVPR 2022), FitNet's hint (Romero et al., ICLR 2015),
 attention transfer (Zagoruyko & Komodakis, ICLR 2017), similarity preservation (Tung & Mori, ICCV
-2019), the relation terms the CRD benchmark runs (PKT, RKD, NST, CC and VID), DIST (Huang et al., NeurIPS
-2022) and logit standardization (Sun et al., CVPR 2024). Each is written from its
-paper's equations, in the form the benchmark's code computes it; the tests check each against a
-float64 loop of the same equations, and CRD's, PKT's, RKD's, NST's, CC's and VID's against RepDistiller's
-own code, DIST's and the standardized KD and DKD against their authors' code, on recorded fixtures.
+2019), the relation terms the CRD benchmark runs (PKT, RKD, NST, CC and VID), the objectives of its
+two-stage methods (AB, FT, FSP), DIST (Huang et al., NeurIPS 2022) and logit standardization (Sun et
+al., CVPR 2024). Each is written from its paper's equations, in the form the benchmark's code
+computes it; the tests check each against a float64 loop of the same equations, and against its
+reference's own code on a recorded fixture: RepDistiller's for CRD, PKT, RKD, NST, CC, VID, AB, FT
+and FSP; DIST's and logit standardization's authors' for theirs.
 
 Like `losses.py`, each computes in float32 (float64 stays float64) with autocast off, and the
 teacher's side carries no gradient (except CC's trained teacher embedding).
@@ -268,4 +269,56 @@ def vid_loss(student_stages: list[torch.Tensor], teacher_stages: list[torch.Tens
         for (f_s, f_t), mu, s in zip(_same_size(student_stages, teacher_stages), regressors, log_scales, strict=True):
             var = (torch.log(1.0 + torch.exp(s.to(f_s.dtype))) + eps).view(1, -1, 1, 1)
             total = total + (0.5 * ((mu(f_s) - f_t) ** 2 / var + torch.log(var))).mean()
+        return total
+
+
+def factor_loss(student_factor: torch.Tensor, teacher_factor: torch.Tensor) -> torch.Tensor:
+    r"""Factor transfer (Kim et al., NeurIPS 2018), as RepDistiller computes it between the student's
+    translated map and the teacher's paraphrased factor, the larger map average-pooled to the
+    smaller's size: with Q(F) = vec(mean_c F_c^2) / ||vec(mean_c F_c^2)||_2 (the attention map, p = 2),
+
+        L_FT = mean over images and positions of |Q(F^S) - Q(F^T)|.
+    """
+    with torch.autocast(student_factor.device.type, enabled=False):
+        (f_s, f_t), = _same_size([student_factor], [teacher_factor])
+        return (attention_map(f_s, 2) - attention_map(f_t, 2)).abs().mean()
+
+
+def fsp_matrices(stages: list[torch.Tensor]) -> list[torch.Tensor]:
+    r"""The flow of solution procedure between consecutive feature maps (Yim et al., CVPR 2017): for
+    F_l (B, C_l, H, W) and F_{l+1} (B, C_{l+1}, H, W), the larger map average-pooled to the smaller's
+    size, G_l[b, j, i] = mean over positions of F_l[b, i] F_{l+1}[b, j], shape (B, C_{l+1}, C_l)."""
+    out = []
+    for bottom, top in zip(stages[:-1], stages[1:]):
+        size = min(bottom.shape[2], top.shape[2])
+        bottom, top = F.adaptive_avg_pool2d(bottom, size), F.adaptive_avg_pool2d(top, size)
+        out.append(torch.einsum("bihw,bjhw->bji", bottom, top) / (size * size))
+    return out
+
+
+def fsp_loss(student_stages: list[torch.Tensor], teacher_stages: list[torch.Tensor]) -> torch.Tensor:
+    r"""FSP's initialisation objective, as RepDistiller sums it over the feature maps before the
+    pooling (equal channels in both networks): L_FSP = sum_l mean of (G^S_l - G^T_l)^2 (`fsp_matrices`)."""
+    with torch.autocast(student_stages[0].device.type, enabled=False):
+        dtype = _dtype(student_stages[0])
+        s = fsp_matrices([f.to(dtype) for f in student_stages])
+        t = fsp_matrices([f.detach().to(dtype) for f in teacher_stages])
+        return sum((g_s - g_t).pow(2).mean() for g_s, g_t in zip(s, t, strict=True))
+
+
+def ab_loss(student_preacts: list[torch.Tensor], teacher_preacts: list[torch.Tensor],
+            margin: float = 1.0) -> torch.Tensor:
+    r"""Activation-boundary transfer (Heo et al., AAAI 2019), RepDistiller's initialisation objective
+    for AB: with s the student's pre-activation through its connector, t the teacher's, stage l of n
+    weighted w_l = 2^(l - n + 1) (l from 0), B images and m = 1,
+
+        L_AB = sum_l w_l (3 / 1000) / B * sum over elements of
+               (s + m)^2 [s > -m and t <= 0] + (s - m)^2 [s <= m and t > 0].
+    """
+    with torch.autocast(student_preacts[0].device.type, enabled=False):
+        n, total = len(student_preacts), 0.0
+        for l, (s, t) in enumerate(zip(student_preacts, teacher_preacts, strict=True)):
+            s, t = s.to(_dtype(s)), t.detach()
+            hinge = (s + margin) ** 2 * ((s > -margin) & (t <= 0)) + (s - margin) ** 2 * ((s <= margin) & (t > 0))
+            total = total + 2.0 ** (l - n + 1) * hinge.sum() / s.shape[0] / 1000 * 3
         return total

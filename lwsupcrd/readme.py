@@ -5,7 +5,7 @@ figure of every student's accuracy). From the standard protocol's evidence: the 
 comparisons on the literature's protocol, and the Fashion-MNIST block of `docs/standard-benchmark.md`.
 
     python -m lwsupcrd.readme results/evidence/comprehensive_results_resnet8_fashion-mnist.json
-    python -m lwsupcrd.readme results/standard-evidence/standard_results_resnet20-resnet8_fashion-mnist_b3187e4001.json
+    python -m lwsupcrd.readme results/standard-evidence/standard_results_resnet20-resnet8_fashion-mnist_0a2ffc2bba.json
     python -m lwsupcrd.readme RESULTS.json --results-section FILE   # FILE's results section only
 """
 from __future__ import annotations

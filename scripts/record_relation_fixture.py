@@ -1,5 +1,5 @@
-"""Record tests/fixtures/repdistiller_relation.pt: RepDistiller's own PKT, RKD, NST, CC and VID losses
-on small float64 inputs, with their gradients.
+"""Record tests/fixtures/repdistiller_relation.pt: RepDistiller's own PKT, RKD, NST, CC and VID losses,
+and the objectives of its two-stage methods (AB, FT, FSP), on small float64 inputs, with their gradients.
 
     python scripts/record_relation_fixture.py PATH/TO/RepDistiller [--commit SHA]
 
@@ -10,6 +10,9 @@ teacher's). The inputs are shaped as `train_student.py` passes them: pooled feat
 linear embeddings of both networks (CC), the stage outputs between the stem and the pooling (NST,
 VID), with one student map larger and one smaller than the teacher's, so that both pooling paths
 run. VID's regressors are initialised by the reference (seeded) and stored with their gradients.
+AB's inputs are the connector's outputs against the teacher's pre-activations (three stages); FT's
+the translated and the paraphrased maps; FSP's the feature maps before the pooling, with equal
+channels (the reference refuses others) and one pair of sizes that differ.
 """
 from __future__ import annotations
 
@@ -65,7 +68,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "tests" / "fixtures" / "repdistiller_relation.pt")
     a = p.parse_args()
     sys.path.insert(0, str(a.reference))
-    from distiller_zoo import PKT, VIDLoss, Correlation, NSTLoss, RKDLoss
+    from distiller_zoo import FSP, PKT, ABLoss, Correlation, FactorTransfer, NSTLoss, RKDLoss, VIDLoss
 
     g = torch.Generator().manual_seed(0)
     fixture = {"source": {"repo": "HobbitLong/RepDistiller", "commit": a.commit, "torch": str(torch.__version__)}}
@@ -76,7 +79,13 @@ def main() -> None:
     teacher = [leaf(BATCH, 6, 4, 4, g=g).detach(), leaf(BATCH, 7, 8, 8, g=g).detach()]
     fixture["nst"] = record(NSTLoss(), student, teacher)
     fixture["vid"] = record_vid(VIDLoss, student, teacher)
-    for name in ("pkt", "rkd", "cc", "nst", "vid"):
+    ab_s = [leaf(BATCH, c, h, h, g=g) for c, h in ((4, 8), (5, 4), (6, 2))]
+    fixture["ab"] = record(ABLoss(3), ab_s, [torch.randn(x.shape, generator=g, dtype=torch.float64) for x in ab_s])
+    fixture["ft"] = record(FactorTransfer(), leaf(BATCH, 4, 8, 8, g=g), leaf(BATCH, 4, 4, 4, g=g).detach())
+    fsp_s = [leaf(BATCH, c, h, h, g=g) for c, h in ((3, 8), (4, 8), (5, 4))]
+    fsp_t = [leaf(BATCH, c, h, h, g=g).detach() for c, h in ((3, 8), (4, 4), (5, 4))]
+    fixture["fsp"] = record(FSP([x.shape for x in fsp_s], [x.shape for x in fsp_t]), fsp_s, fsp_t)
+    for name in ("pkt", "rkd", "cc", "nst", "vid", "ab", "ft", "fsp"):
         print(f"{name}: loss {float(fixture[name]['loss']):.10g}")
     save_torch(a.out, fixture)
     print(f"wrote {a.out}")

@@ -13,7 +13,7 @@ from lwsupcrd.roles import Roles
 
 ORIGINAL_EVIDENCE = ROOT / "results" / "evidence" / "comprehensive_results_resnet8_fashion-mnist.json"
 STANDARD_EVIDENCE = ROOT / "results" / "standard-evidence" / \
-    "standard_results_resnet20-resnet8_fashion-mnist_b3187e4001.json"
+    "standard_results_resnet20-resnet8_fashion-mnist_0a2ffc2bba.json"
 
 
 def scores(results: dict, pick, key: str) -> dict[int, float]:

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lwsupcrd.distill_losses import (NCE_EPS, attention_loss, correlation_loss, dist_loss, dkd_loss, hint_loss,
+from lwsupcrd.distill_losses import (NCE_EPS, ab_loss, attention_loss, correlation_loss, dist_loss, dkd_loss,
+                                     factor_loss, fsp_loss, hint_loss,
                                      nce_loss, nce_normaliser, nce_scores, nst_loss, pkt_loss, rkd_loss, similarity_loss,
                                      standardize_logits, vid_loss)
 from lwsupcrd.losses import kd_loss
@@ -171,12 +172,14 @@ def test_similarity_matches_its_loop():
 
 RELATION_FIXTURE = torch.load(__import__("pathlib").Path(__file__).parent / "fixtures" / "repdistiller_relation.pt",
                               weights_only=True)
-RELATION = {"pkt": pkt_loss, "rkd": rkd_loss, "cc": correlation_loss, "nst": nst_loss}
+RELATION = {"pkt": pkt_loss, "rkd": rkd_loss, "cc": correlation_loss, "nst": nst_loss, "ab": ab_loss,
+            "ft": factor_loss, "fsp": fsp_loss}
 
 
 @pytest.mark.parametrize("name", list(RELATION))
 def test_relation_terms_match_repdistillers_own_losses(name):
-    """PKT, RKD, CC and NST against RepDistiller's own `distiller_zoo` on the same float64 inputs
+    """PKT, RKD, CC, NST, and AB's, FT's and FSP's objectives, against RepDistiller's own
+    `distiller_zoo` on the same float64 inputs
     (scripts/record_relation_fixture.py, their code run once outside the project): loss and the
     gradients of every input that has one (CC's teacher embedding trains, the others' teacher is fixed)."""
     f = RELATION_FIXTURE[name]
@@ -355,3 +358,38 @@ def test_vid_matches_its_loop_and_starts_at_variance_five():
     assert float(vid_loss([f_s], [f_t], [mu], [scale])) == pytest.approx(total / count, rel=1e-12)
     r = VIDRegressor(3, 4, 4)
     assert torch.allclose(torch.log(1 + torch.exp(r.log_scale)) + 1e-5, torch.full((4,), 5.0))
+
+
+def test_two_stage_objectives_match_their_loops():
+    """AB's hinge, FT's factor distance and FSP's matrices against loops over every element."""
+    g = torch.Generator().manual_seed(9)
+    s = [torch.randn(2, 2, 2, 2, generator=g, dtype=torch.float64) * 2 for _ in range(2)]
+    t = [torch.randn(2, 2, 2, 2, generator=g, dtype=torch.float64) for _ in range(2)]
+    total = 0.0
+    for stage in range(2):
+        for v, w in zip(s[stage].flatten().tolist(), t[stage].flatten().tolist()):
+            hinge = (v + 1) ** 2 * (v > -1 and w <= 0) + (v - 1) ** 2 * (v <= 1 and w > 0)
+            total += 2.0 ** (stage - 1) * hinge / 2 / 1000 * 3
+    assert float(ab_loss(s, t)) == pytest.approx(total, rel=1e-12)
+
+    def factor(x):  # (C, H, W) -> the normalised mean of squares over channels
+        q = [sum(float(x[c, h, w]) ** 2 for c in range(x.shape[0])) / x.shape[0]
+             for h in range(x.shape[1]) for w in range(x.shape[2])]
+        norm = math.sqrt(sum(v * v for v in q))
+        return [v / norm for v in q]
+
+    f_s, f_t = torch.randn(2, 3, 2, 2, generator=g, dtype=torch.float64), torch.randn(2, 3, 2, 2, generator=g, dtype=torch.float64)
+    expected = sum(abs(a - b) for i in range(2) for a, b in zip(factor(f_s[i]), factor(f_t[i]))) / 8
+    assert float(factor_loss(f_s, f_t)) == pytest.approx(expected, rel=1e-12)
+
+    def fsp(bottom, top):  # (C1, H, W), (C2, H, W) -> [[mean_hw top_j bottom_i for i] for j]
+        n = bottom.shape[1] * bottom.shape[2]
+        return [[sum(float(top[j].flatten()[k]) * float(bottom[i].flatten()[k]) for k in range(n)) / n
+                 for i in range(bottom.shape[0])] for j in range(top.shape[0])]
+
+    stages = [[torch.randn(2, c, 2, 2, generator=g, dtype=torch.float64) for c in (2, 3)] for _ in range(2)]
+    expected = 0.0
+    for i in range(2):
+        g_s, g_t = fsp(stages[0][0][i], stages[0][1][i]), fsp(stages[1][0][i], stages[1][1][i])
+        expected += sum((a - b) ** 2 for ra, rb in zip(g_s, g_t) for a, b in zip(ra, rb)) / (2 * 3 * 2)
+    assert float(fsp_loss(stages[0], stages[1])) == pytest.approx(expected, rel=1e-12)

@@ -178,7 +178,16 @@ def test_the_evidence_preset_shares_one_teacher_and_draws_each_seeds_students_su
     teachers = [r for r in runs if r.stage == "teacher"]
     students = [r for r in runs if r.stage == "distillation"]
     assert len(teachers) == 1 and teachers[0].cfg["train_subset"] is None  # the whole training split, once
-    assert len(students) == 5 * len(STANDARD) and {r.cfg["seed"] for r in students} == {0, 1, 2, 3, 4}  # the verdict's 5
+    from lwsupcrd.comparisons import STANDARD as FAMILY, compared
+
+    # the methods the declared family compares, each on the verdict's five seeds, in the table's order
+    family = compared(FAMILY)
+    assert {row_of(r.cfg) for r in students} == set(family) and len(students) == 5 * len(family)
+    assert [row_of(r.cfg) for r in students if r.cfg["seed"] == 0] == [m for m in STANDARD if m in family]
+    assert {r.cfg["seed"] for r in students} == {0, 1, 2, 3, 4}
+    every = build_study_runs(StudyConfig(protocol="standard", preset="evidence", overrides=("methods=all",)).settings(),
+                             cfg.seed_list())
+    assert {row_of(r.cfg) for r in every if r.stage == "distillation"} == set(STANDARD)  # --set methods=all
     assert all(r.requires == (teachers[0].name,) for r in students if r.teacher is not None)
     assert {r.cfg["train_subset"] for r in students} == {STANDARD_PRESETS["evidence"]["train_subset"]}
     assert all(r.cfg["score_every"] == 5 for r in students)  # every 5th epoch and the last: the curves, the best
