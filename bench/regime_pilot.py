@@ -7,6 +7,7 @@ is ahead on every seed, as the published tables have KD, CRD and DKD on every pa
 Prints one Markdown table (rows: regime x baseline) for bench/RESULTS.md.
 """
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def rows(path: Path) -> list[str]:
         out.append(f"| {regime(results['settings'])} | {name} | {len(seeds)} | "
                    + ", ".join(f"{g:+.2f}" for g in gaps)
                    + f" | {sum(gaps) / len(gaps):+.2f} | {'yes' if all(g > 0 for g in gaps) else 'no'} | "
-                   + f"{sum(vanilla[s] for s in seeds) / len(seeds):.2f} | {sorted(seconds)[len(seconds) // 2]:.0f} |")
+                   + f"{sum(vanilla[s] for s in seeds) / len(seeds):.2f} | {statistics.median(seconds):.0f} |")
     return out
 
 

@@ -287,10 +287,10 @@ def accuracy_figure(rows: list[tuple[str, dict[int, float]]], references: dict[s
     return path
 
 
-def forest_figure(rows: list[dict], metric: str, margin: float, path: Path) -> Path:
+def forest_figure(rows: list[dict], metric: str, margin: float, path: Path, source: str = "") -> Path:
     """The declared comparisons, run − reference: a grey dot per seed, the mean with its 95 %
     confidence interval, zero and the ±`margin` band marked, and each row's verdict at its right;
-    `rows` are `comparisons.family` rows that were run."""
+    `rows` are `comparisons.family` rows that were run. `source` goes into the PNG's metadata."""
     import textwrap
 
     fig = Figure(figsize=(9, 0.5 * len(rows) + 1.5))
@@ -310,7 +310,8 @@ def forest_figure(rows: list[dict], metric: str, margin: float, path: Path) -> P
     ax.set_xlabel(f"Δ {metric} (pp), run − reference: grey dots per seed (just above), mean with its 95 % CI; "
                   f"band ±{margin:g}")
     ax.set_title("the declared comparisons, paired by seed (verdicts: Holm-corrected, right)", fontsize=9)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight",
+                                               metadata={"Source": source}))
     return path
 
 

@@ -286,14 +286,21 @@ def test_the_standard_evidence_holds_the_familys_methods_on_five_seeds_with_a_te
     assert all(teacher - acc >= 3 for acc in by_method["vanilla"].by_seed("test_acc").values())
 
 
-def test_readme_and_benchmark_doc_are_the_committed_standard_evidence_regenerated():
+def test_readme_and_benchmark_doc_are_the_committed_standard_evidence_regenerated(tmp_path):
+    from PIL import Image
+
+    from lwsupcrd.files import file_sha256
     from lwsupcrd.readme import (BENCHMARK_DOC, BLOCK_BEGIN, BLOCK_END, README, STANDARD_BEGIN, STANDARD_END,
-                                 standard_block, standard_summary)
+                                 STANDARD_FIGURE, standard_block, standard_figure, standard_summary)
 
     results, source = json.loads(STANDARD.read_text()), STANDARD.relative_to(ROOT).as_posix()
     readme = between((ROOT / README).read_text(), STANDARD_BEGIN, STANDARD_END)
     assert readme == standard_summary(results, source), "README is stale: rerun python -m lwsupcrd.readme " + source
-    assert "| LW-SupCRD instead of KD |" in readme and "h (contended runs included)" in readme
+    assert "| LW-SupCRD instead of KD |" in readme and "wall clock: bench/RESULTS.md" in readme
+    assert f"]({STANDARD_FIGURE.as_posix()})" in readme  # the forest plot, drawn from the same file
+    assert Image.open(ROOT / STANDARD_FIGURE).info["Source"] == file_sha256(STANDARD), "rerun python -m lwsupcrd.readme"
+    assert Image.open(standard_figure(results, tmp_path / "f.png", file_sha256(STANDARD))).size == \
+        Image.open(ROOT / STANDARD_FIGURE).size
     block = between((ROOT / BENCHMARK_DOC).read_text(), BLOCK_BEGIN, BLOCK_END)
     assert block == standard_block(results, source)
     header = next(line for line in block.splitlines() if line.startswith("| Method |"))
