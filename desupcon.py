@@ -59,7 +59,8 @@ from lwsupcrd.distributed import init_from_env
 from lwsupcrd.machine import estimate_hours, set_cpu_threads, standard_estimate
 from lwsupcrd.options import StudyConfig, flags_line, in_notebook, parse_args, validate
 from lwsupcrd.overview import overview
-from lwsupcrd.protocol import listing
+from lwsupcrd.protocol import left_out
+from lwsupcrd.runs import listing
 from lwsupcrd.show import present, show_probe, show_stage
 from lwsupcrd.study import Study, StudyError
 from lwsupcrd.data import DataError
@@ -107,6 +108,8 @@ print(f"device: {study.device} ({threads} CPU threads); outputs under {study.out
 # %%
 if config.list_runs:
     print("\n".join(listing([study.runs[name] for name in study.order()])))  # with the settings that differ
+    for name, why in left_out(study.settings).items():
+        print(f"not run        {name}: {why}")
     if not in_notebook():
         sys.exit(0)
     stop(f"listed {len(study.order())} runs (--list); run the notebook without it to train them")

@@ -98,8 +98,10 @@ def _training_log(path) -> dict | None:
 def analyze_run(study, run, model: ModelWrapper, cached: bool) -> None:
     """A run's geometry metrics into its entry of `study.results`, and its figures (the standard
     protocol: its curves only); skipped for a cached run whose metrics and figures exist, unless forced."""
+    if run.stage == "initialisation":  # a two-stage method's first stage: its student is read after distilling
+        return
     entry = study.results["runs"][run.name]
-    figures = study.figure_paths(run.name)
+    figures = figure_paths(study.plots_dir, study.files.key(run.name))
     log_path = study.files.log(run.name)
     log = _training_log(log_path)
     if log is None:

@@ -36,8 +36,9 @@ def pair_of(results: dict) -> str:
 
 
 def by_method(results: dict) -> dict[str, Group]:
-    """The results' groups by table row: the registry's method name, or "teacher"."""
-    return {row_of(g.config): g for g in groups_of(results).values()}
+    """The results' groups by table row: the registry's method name, or "teacher" (a two-stage method's
+    initialisation is not a row: its student is read after the distillation that follows)."""
+    return {row_of(g.config): g for g in groups_of(results).values() if g.config["method"] != "initialisation"}
 
 
 def family(results: dict, key: str = "test_acc") -> list[dict]:
@@ -163,14 +164,16 @@ def time_line(results: dict) -> str:
     """The training seconds the runs recorded: the teacher's, the students' median and range."""
     entries = list(results["runs"].values())
     teacher = [e["metrics"].get("train_seconds", 0.0) for e in entries if e["stage"] == "teacher"]
-    students = sorted(e["metrics"].get("train_seconds", 0.0) for e in entries if e["stage"] != "teacher")
+    students = sorted(e["metrics"].get("train_seconds", 0.0) for e in entries if e["stage"] == "distillation")
+    init = [e["metrics"].get("train_seconds", 0.0) for e in entries if e["stage"] == "initialisation"]
     if not students:
         return ""
     return (f"Training time as the runs recorded it (scoring the test split during training included): teacher "
             f"{sum(teacher):.0f} s; {len(students)} students, median {statistics.median(students):.0f} s "
-            f"(range {students[0]:.0f}–{students[-1]:.0f} s). A run that shared the cores or was paused records "
-            f"that time too, so the median is the figure to read. The study's wall clock, and where it ran, is "
-            f"stated once, in bench/RESULTS.md.")
+            f"(range {students[0]:.0f}–{students[-1]:.0f} s)"
+            + (f", after {len(init)} initialisations of {sum(init):.0f} s in all" if init else "")
+            + ". A run that shared the cores or was paused records that time too, so the median is the figure to "
+              "read. The study's wall clock, and where it ran, is stated once, in bench/RESULTS.md.")
 
 
 def build_standard_report(results: dict) -> str:

@@ -16,7 +16,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # the modules whose code decides what a run computes: its weights and its scores
 COMPUTE_MODULES = ("data", "distill_losses", "distributed", "losses", "memory_bank", "methods", "models",
                    "nce_memory", "optimizers", "original_losses", "probe", "published", "steps", "train", "vgg", "mobilenet", "layers", "shufflenet",
-                   "pairs", "connectors")
+                   "pairs", "connectors", "terms")
 _loaded: dict[str, bytes] = {}  # module -> its source, as imported
 _git_at_import: dict[str, str] = {}
 

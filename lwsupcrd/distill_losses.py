@@ -322,3 +322,24 @@ def ab_loss(student_preacts: list[torch.Tensor], teacher_preacts: list[torch.Ten
             hinge = (s + margin) ** 2 * ((s > -margin) & (t <= 0)) + (s - margin) ** 2 * ((s <= margin) & (t > 0))
             total = total + 2.0 ** (l - n + 1) * hinge.sum() / s.shape[0] / 1000 * 3
         return total
+
+
+def hcl_loss(student_maps: list[torch.Tensor], teacher_maps: list[torch.Tensor]) -> torch.Tensor:
+    r"""ReviewKD's hierarchical context loss (Chen et al., CVPR 2021, as mdistiller computes it)
+    between the review path's outputs and the teacher's maps of the same shapes: per level, the mean
+    squared error at full size and, for each l in (4, 2, 1) smaller than the map's height H, at the
+    l x l average pooling, weighted 1/2, 1/4, ... in that order, and normalised by the weights' sum:
+
+        L_HCL = sum_levels (MSE(F^S, F^T) + sum_k 2^-k MSE(P_k F^S, P_k F^T)) / (1 + sum_k 2^-k).
+    """
+    with torch.autocast(student_maps[0].device.type, enabled=False):
+        total = 0.0
+        for f_s, f_t in zip(student_maps, teacher_maps, strict=True):
+            f_s, f_t = f_s.to(_dtype(f_s)), f_t.detach().to(_dtype(f_s))
+            loss, weight, weights = F.mse_loss(f_s, f_t), 1.0, 1.0
+            for size in (l for l in (4, 2, 1) if l < f_s.shape[2]):
+                weight /= 2.0
+                loss = loss + weight * F.mse_loss(F.adaptive_avg_pool2d(f_s, size), F.adaptive_avg_pool2d(f_t, size))
+                weights += weight
+            total = total + loss / weights
+        return total

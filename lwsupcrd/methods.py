@@ -19,44 +19,15 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .distill_losses import (attention_loss, correlation_loss, dist_loss, dkd_loss, hint_loss, nst_loss, pkt_loss,
-                             rkd_loss, similarity_loss, standardize_logits, vid_loss)
-from .connectors import hint_regressor, linear_embeddings, vid_regressors
-from .distributed import gather, gather_with_grad
-from .losses import kd_loss, onehot_teacher_beta, student_objective
-from .nce_memory import ContrastMemories
-from .pairs import DIST, LOGIT_STANDARDIZATION, MDISTILLER, REPDISTILLER, dkd_beta, logit_standardization, published_row
-from .steps import (StepResult, contrast, step_ce, step_crd, step_lwsupcrd, step_projection, step_supcon,
+from .losses import onehot_teacher_beta, student_objective
+from .pairs import (LOGIT_STANDARDIZATION, MDISTILLER, REPDISTILLER, REVIEWKD, dkd_beta, logit_standardization,
+                    published_row, reviewkd_weight)
+from .steps import (StepResult, step_ce, step_crd, step_lwsupcrd, step_projection, step_supcon,
                     step_undistilled, with_online_classifier)
+from .terms import TERMS, Outputs
 
-# RepDistiller's 13 pairs in its README's order: Table 1, same architecture; Table 2, different ones
 # LW-SupCRD's defaults: the run every sweep of the original protocol passes through
 SWEEP_CENTRE = dict(alpha=1.0, beta=10.0, temperature=0.07)
-
-
-@dataclass
-class Outputs:
-    """What one step's networks produced for a term to read (one augmented view)."""
-
-    logits: torch.Tensor  # (B, C) student
-    embedding: torch.Tensor  # (B, P) the student's head on its pooled feature, unit norm
-    stages: list[torch.Tensor] | None  # the student's intermediate features (RepDistiller's is_feat)
-    teacher_logits: torch.Tensor | None
-    teacher_pooled: torch.Tensor | None  # (B, F_T)
-    teacher_stages: list[torch.Tensor] | None
-
-
-@dataclass(frozen=True)
-class Term:
-    """A distillation term: `reads` "logits", "embeddings" or "stages"; `build(cfg, student,
-    teacher, train)` makes the extra modules and state it keeps (trained with the student and saved
-    in its checkpoint and resume state), or None; `loss(ctx, batch, out)` gives
-    `(L_term, bank update, weight samples)`."""
-
-    reads: str
-    loss: Callable
-    build: Callable | None = None
-    trains_teacher_head: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,14 +51,26 @@ class Method:
         """The keys of a run's config for this method with this pair and epoch budget."""
         params = {k: (v(pair) if callable(v) else v.get(pair, v["default"]) if isinstance(v, dict) else v)
                   for k, v in self.params.items()}
-        if "dkd_warmup" in params:  # 20 of the references' 240 epochs, in proportion to this budget
-            params["dkd_warmup"] = max(1, round(epochs * params["dkd_warmup"] / 240))
+        for key in ("dkd_warmup", "review_warmup"):  # 20 of the references' 240 epochs, in proportion to this budget
+            if key in params:
+                params[key] = max(1, round(epochs * params[key] / 240))
         return {**dict(recipe=self.name, gamma=self.gamma, kd_weight=self.kd_weight, distill=self.term or "none",
                        distill_weight=self.term_weight), **params}  # a param may set b per pair
 
     @property
     def key(self) -> str:  # in `METHODS`: the name, an original-protocol row's after its protocol
         return f"{self.protocol}/{self.name}" if self.protocol == "lwsupcrd" else self.name
+
+    @property
+    def init(self):  # the `terms.Init` its term runs before distilling, or None
+        return TERMS[self.term].init if self.protocol == "standard" and self.term else None
+
+    def undefined_for(self, teacher_channels: tuple, student_channels: tuple) -> str | None:
+        """Why the method is not defined for networks with these stage channels, or None (FSP needs equal ones)."""
+        if self.term and TERMS[self.term].equal_channels and teacher_channels[:-1] != student_channels[:-1]:
+            return f"{self.label} needs equal channels at every stage (teacher {teacher_channels[:-1]}, " \
+                   f"student {student_channels[:-1]}), as RepDistiller's FSP requires"
+        return None
 
     @property
     def needs_teacher(self) -> bool:
@@ -97,95 +80,10 @@ class Method:
 
     @property
     def trains_teacher_head(self) -> bool:
-        if self.protocol != "standard":
-            return self.teacher
+        if self.protocol != "standard":  # the teachers and the initialisation ("both") train no teacher head
+            return self.teacher and self.protocol == "lwsupcrd"
         return self.term is not None and TERMS[self.term].trains_teacher_head
 
-
-# ---------------------------------------------------------------- the terms
-def _nce_crd(ctx, batch, out):
-    """Published CRD: NCE against two memories, both directions (`nce_memory.ContrastMemories`)."""
-    v_student = gather_with_grad(out.embedding)
-    v_teacher = gather_with_grad(ctx.teacher.project(out.teacher_pooled.clone()))  # the teacher's embed trains
-    labels, slots = gather(batch.labels), gather(batch.slots)
-    return ctx.extras.loss(v_student, v_teacher, ctx.extras.sample(labels, slots)), None, {}
-
-
-def _build_memories(cfg, student, teacher, train):
-    return ContrastMemories(train.labels, cfg["proj_dim"], cfg["nce_negatives"], cfg["temperature"],
-                            cfg["nce_momentum"], seed=cfg["seed"], device=train.labels.device)
-
-
-def _infonce(ctx, batch, out):
-    t = ctx.teacher.project(out.teacher_pooled.clone())
-    return contrast(ctx, out.embedding, t, out.teacher_logits, batch, "crd",
-                    class_aware=ctx.cfg.get("class_aware", False))
-
-
-def _lwsupcrd(ctx, batch, out):
-    t = ctx.teacher.project(out.teacher_pooled.clone())
-    return contrast(ctx, out.embedding, t, out.teacher_logits, batch, "lw_supcrd")
-
-
-def _standardized(ctx, out):  # logit standardization's plug-in, where the run asks for it
-    if ctx.cfg.get("logit_stand"):
-        return standardize_logits(out.logits), standardize_logits(out.teacher_logits)
-    return out.logits, out.teacher_logits
-
-
-def _dkd(ctx, batch, out):
-    ramp = min((ctx.epoch + 1) / ctx.cfg["dkd_warmup"], 1.0)  # mdistiller's warm-up, epochs counted from 1
-    t = ctx.cfg.get("term_temperature", ctx.cfg["kd_temperature"])  # logit standardization's own T
-    return ramp * dkd_loss(*_standardized(ctx, out), batch.labels, ctx.cfg["dkd_alpha"], ctx.cfg["dkd_beta"], t), None, {}
-
-
-def _kd_term(ctx, batch, out):  # KD as a term, at its own temperature (logit standardization's KD)
-    return kd_loss(*_standardized(ctx, out), ctx.cfg["term_temperature"], validate=False), None, {}
-
-
-def _hint(ctx, batch, out):
-    layer = ctx.cfg["hint_layer"]
-    return hint_loss(ctx.extras(out.stages[layer]), out.teacher_stages[layer]), None, {}
-
-
-def _attention(ctx, batch, out):
-    return attention_loss(out.stages[1:-1], out.teacher_stages[1:-1], ctx.cfg["at_p"]), None, {}
-
-
-def _similarity(ctx, batch, out):
-    return similarity_loss(out.stages[-2], out.teacher_stages[-2]), None, {}  # the last stage's output
-
-
-def _pooled(loss):  # a relation between the pooled features (RepDistiller's feat[-1])
-    return lambda ctx, batch, out: (loss(out.stages[-1], out.teacher_stages[-1]), None, {})
-
-
-def _correlation(ctx, batch, out):
-    return correlation_loss(ctx.extras[0](out.stages[-1]), ctx.extras[1](out.teacher_stages[-1])), None, {}
-
-
-def _vid(ctx, batch, out):
-    return vid_loss(out.stages[1:-1], out.teacher_stages[1:-1], list(ctx.extras),
-                    [r.log_scale for r in ctx.extras]), None, {}
-
-
-TERMS: dict[str, Term] = {
-    "nce": Term("embeddings", _nce_crd, _build_memories, trains_teacher_head=True),
-    "infonce": Term("embeddings", _infonce, trains_teacher_head=True),
-    "lwsupcrd": Term("embeddings", _lwsupcrd, trains_teacher_head=True),
-    "dkd": Term("logits", _dkd),
-    "kd": Term("logits", _kd_term),
-    "dist": Term("logits", lambda ctx, batch, out: (dist_loss(out.logits, out.teacher_logits, ctx.cfg["dist_tau"]),
-                                                    None, {})),
-    "hint": Term("stages", _hint, lambda cfg, s, t, train: hint_regressor(s, t, train, cfg["hint_layer"])),
-    "attention": Term("stages", _attention),
-    "similarity": Term("stages", _similarity),
-    "correlation": Term("stages", _correlation, lambda cfg, s, t, train: linear_embeddings(s, t, train, cfg["proj_dim"])),
-    "rkd": Term("stages", _pooled(rkd_loss)),
-    "vid": Term("stages", _vid, lambda cfg, s, t, train: vid_regressors(s, t, train)),
-    "pkt": Term("stages", _pooled(pkt_loss)),
-    "nst": Term("stages", lambda ctx, batch, out: (nst_loss(out.stages[1:-1], out.teacher_stages[1:-1]), None, {})),
-}
 
 # ---------------------------------------------------------------- the methods, in the table's order
 _NCE = dict(nce_negatives=16384, nce_momentum=0.5)  # RepDistiller's nce_k, nce_m (nce_t: `temperature`)
@@ -219,6 +117,15 @@ _STANDARD = [
     Method("pkt", "PKT", term="pkt", term_weight=30000.0,
            published=published_row(74.54, 73.45, 70.34, 70.25, 72.61, 73.64, 72.88,
                                     67.13, 66.52, 73.01, 74.10, 74.69, 73.89), **_RD),
+    Method("ab", "AB", term="abound", term_weight=1.0,
+           published=published_row(72.50, 72.38, 69.47, 69.53, 70.98, 73.17, 70.94,
+                                    66.06, 67.20, 70.65, 73.55, 74.31, 73.34), **_RD),
+    Method("ft", "FT", term="factor", term_weight=200.0,
+           published=published_row(73.25, 71.59, 69.84, 70.22, 72.37, 72.86, 70.58,
+                                    61.78, 60.99, 70.29, 71.75, 72.50, 72.03), **_RD),
+    Method("fsp", "FSP", term="fsp", term_weight=50.0,
+           published=published_row(72.91, None, 69.95, 70.11, 71.89, 72.62, 70.23,
+                                    None, None, None, None, None, None), **_RD),
     Method("nst", "NST", term="nst", term_weight=50.0,
            published=published_row(73.68, 72.24, 69.60, 69.53, 71.96, 73.30, 71.53,
                                     58.16, 64.96, 71.28, 74.12, 74.68, 74.89), **_RD),
@@ -230,6 +137,8 @@ _STANDARD = [
            params=dict(dkd_alpha=1.0, dkd_beta=lambda pair: dkd_beta(pair)[0], dkd_warmup=20),
            published=published_row(76.23, 74.81, 71.97, None, 74.11, 76.32, 74.68,
                                     69.71, 70.35, None, 76.45, None, 76.70)),
+    Method("reviewkd", "ReviewKD", term="review", term_weight=5.0, source=REVIEWKD,
+           params=dict(distill_weight=lambda pair: reviewkd_weight(pair)[0], review_warmup=20)),
     Method("kd_ls", "KD+LS (logit standardization)", gamma=0.1, term="kd", term_weight=9.0,
            params=dict(logit_stand=True, term_temperature=lambda pair: float(logit_standardization(pair)[0][0]),
                        distill_weight=lambda pair: float(logit_standardization(pair)[0][1])),
@@ -242,7 +151,10 @@ _STANDARD = [
                        dkd_warmup=20),
            published=published_row(76.39, 74.89, 72.32, 71.85, 74.29, 77.01, 74.81,
                                     69.98, 70.45, None, None, 77.37, None), source=LOGIT_STANDARDIZATION),
-    Method("dist", "DIST", term="dist", term_weight=2.0, params=dict(dist_tau=4.0), source=DIST,
+    Method("dist", "DIST", term="dist", term_weight=2.0, params=dict(dist_tau=4.0),
+           source="DIST README, commit 2418f18 (Huang et al., NeurIPS 2022), mean ± sd of its runs (the sd not shown "
+                  "here); weights from its CIFAR config (hunto/image_classification_sota 6f7a70a, dist_cifar.yaml: "
+                  "CE 1, DIST 2, tau 4)",
            published=published_row(None, 74.43, 71.75, None, None, 76.31, None,
                                    None, 68.66, None, 76.34, 77.35, None)),
     Method("crd_infonce", "CRD, InfoNCE form (ours)", term="infonce", term_weight=0.8, params=_BANK,
@@ -262,9 +174,19 @@ _STANDARD = [
                                      logit_weighting=False)),
            ours="LW-SupCRD's push strength for a one-hot teacher, without its probabilities"),
 ]
+
+
+def step_init(ctx, batch):
+    """One step of a two-stage method's initialisation (`terms.Init`): its objective alone."""
+    loss = initialisation_of(ctx.cfg).loss(ctx, batch)
+    return StepResult(loss, {"init": loss}, None, 0)
+
+
 _TEACHERS = [
     Method("ce", "Teacher (cross-entropy)", protocol="both", step=step_ce),
     Method("published", "Teacher read from a file (not trained)", protocol="both"),
+    Method("initialisation", "A two-stage method's initialisation (its run's `recipe`)", protocol="both",
+           step=step_init, teacher=True),
 ]
 _OL = dict(protocol="lwsupcrd", views=2)  # the original's contrastive runs see two views of each image
 _ORIGINAL = [
@@ -280,11 +202,12 @@ STANDARD: dict[str, Method] = {m.name: m for m in _STANDARD}  # the benchmark ta
 
 
 def method_key(cfg: dict) -> str:
-    """The `METHODS` key a run's config names: its `recipe` (standard) or `method` (teacher, original)."""
+    """The `METHODS` key a run's config names: its `recipe` (standard) or `method` (teacher,
+    initialisation, original)."""
     method = cfg["method"]
     if method == "standard":
         return cfg["recipe"]
-    return method if method in ("ce", "published") else f"lwsupcrd/{method}"
+    return method if method in {m.name for m in _TEACHERS} else f"lwsupcrd/{method}"
 
 
 def method_of(cfg: dict) -> Method:
@@ -295,6 +218,11 @@ def method_of(cfg: dict) -> Method:
 
 def needs_teacher(cfg: dict) -> bool:
     return method_of(cfg).needs_teacher
+
+
+def initialisation_of(cfg: dict):
+    """The `terms.Init` an initialisation run trains (its `recipe`'s term's), or None for any other run."""
+    return TERMS[STANDARD[cfg["recipe"]].term].init if cfg["method"] == "initialisation" else None
 
 
 def trains_teacher_head(cfg: dict) -> bool:
@@ -316,6 +244,9 @@ def build_extras(cfg: dict, student, teacher, train) -> nn.Module | None:
     method's term's."""
     if cfg["method"] == "projection" and cfg.get("head_pretraining") == "cosine_prototype":
         return nn.Linear(student.projection[-1].out_features, cfg["num_classes"], bias=False)
+    if initialisation_of(cfg) is not None:
+        build = initialisation_of(cfg).build
+        return build(student, teacher, train) if build else None
     method = method_of(cfg)
     term = TERMS[method.term] if method.term else None
     return term.build(cfg, student, teacher, train) if term is not None and term.build else None
@@ -333,7 +264,7 @@ def standard_step(ctx, batch):
     if ctx.teacher is not None:
         with torch.inference_mode():
             if term is not None and term.reads == "stages":
-                _, _, t_logits, t_stages = ctx.teacher.stages(batch.x)
+                _, _, t_logits, t_stages = ctx.teacher.stages(batch.x, preact=term.teacher_preact)
                 t_pooled = t_stages[-1]
             else:
                 t_pooled = ctx.nets.teacher_features(batch.x)

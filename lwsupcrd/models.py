@@ -8,6 +8,8 @@ operations as `forward`. `create_model` is the one registry.
 """
 from __future__ import annotations
 
+import functools
+
 from typing import Callable
 
 import torch
@@ -215,6 +217,16 @@ def create_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module
     if num_classes < 1 or in_channels < 1:
         raise ValueError(f"num_classes and in_channels must be >= 1, got {num_classes}, {in_channels}")
     return MODEL_REGISTRY[name](num_classes, in_channels)
+
+
+@functools.lru_cache(maxsize=None)
+@torch.no_grad()
+def stage_channels(name: str, in_channels: int = 3) -> tuple[int, ...]:
+    """The channels of a network's intermediate features (its `forward_stages`, RepDistiller's is_feat
+    list), read from one 32x32 image; the global random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        net = create_model(name, 10, in_channels).eval()
+        return tuple(f.shape[1] for f in net.forward_stages(torch.zeros(1, in_channels, 32, 32))[0])
 
 
 # the projection head's form: "linear" (features -> proj_dim, then L2 norm); "mlp" (features -> each

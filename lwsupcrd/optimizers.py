@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .methods import trains_teacher_head
+from .methods import initialisation_of, trains_teacher_head
 from .models import ModelWrapper
 
 
@@ -23,12 +23,18 @@ def side_groups(cfg: dict, model: ModelWrapper, teacher: ModelWrapper | None) ->
 
 def trainable_parameters(cfg: dict, model: ModelWrapper, teacher: ModelWrapper | None,
                          extras: nn.Module | None = None) -> list[nn.Parameter]:
-    """The main optimiser's parameters (`side_groups` have their own)."""
-    params = list(model.projection.parameters()) if cfg["method"] == "projection" else list(model.parameters())
+    """The main optimiser's parameters (`side_groups` have their own). An initialisation trains its
+    modules and, if it says so, the student's feature modules (RepDistiller's get_feat_modules)."""
+    init = initialisation_of(cfg)
+    if init is not None:
+        head = {id(p) for p in model.classifier.parameters()}
+        params = [p for p in model.backbone.parameters() if id(p) not in head] if init.trains_student else []
+    else:
+        params = list(model.projection.parameters()) if cfg["method"] == "projection" else list(model.parameters())
     if trains_teacher_head(cfg):
         params += list(teacher.projection.parameters())
     if extras is not None:  # a method's regressor, embedding or prototypes (its memories are buffers)
-        params += list(extras.parameters())
+        params += [p for p in extras.parameters() if p.requires_grad]  # FT's paraphraser is frozen
     side = {id(p) for params_, _ in side_groups(cfg, model, teacher) for p in params_}
     return [p for p in params if id(p) not in side]
 

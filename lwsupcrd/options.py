@@ -21,7 +21,8 @@ from .published import hub_path
 from . import scalars
 from .machine import cpp_compiler, gpu_build_problem, resolve_device
 from .models import MODEL_REGISTRY, PROJECTION_HEADS
-from .protocol import PRESETS, STAGES, STANDARD_PRESETS, STANDARD_STAGES, SWEEP_CENTRE, Run, build_study_runs, selects
+from .protocol import PRESETS, STAGES, STANDARD_PRESETS, STANDARD_STAGES, SWEEP_CENTRE, build_study_runs
+from .runs import Run, selects
 from .steps import COMPILE_MODES
 
 
@@ -327,16 +328,11 @@ def validate(cfg: StudyConfig) -> list[Run]:
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but no CUDA device is available; use --device cpu or auto")
     runs = build_study_runs(s, cfg.seed_list())
-    for r in runs:
-        c = r.cfg
-        if "temperature" in c and not c["temperature"] > 0:
-            raise ValueError(f"{r.name}: temperature (tau) must be > 0, got {c['temperature']}")
-        if "alpha" in c and not c["alpha"] > 0:
-            raise ValueError(f"{r.name}: alpha must be > 0, got {c['alpha']}")
-        if "beta" in c and not c["beta"] >= 0:
-            raise ValueError(f"{r.name}: beta must be >= 0, got {c['beta']}")
-        if "lr" in c and not c["lr"] > 0:
-            raise ValueError(f"{r.name}: learning rate must be > 0, got {c['lr']}")
+    checks = (("temperature", "temperature (tau) must be > 0", lambda v: v > 0), ("alpha", "alpha must be > 0", lambda v: v > 0),
+              ("beta", "beta must be >= 0", lambda v: v >= 0), ("lr", "learning rate must be > 0", lambda v: v > 0))
+    for r, (key, what, ok) in ((r, check) for r in runs for check in checks):
+        if key in r.cfg and not ok(r.cfg[key]):  # NaN fails every check
+            raise ValueError(f"{r.name}: {what}, got {r.cfg[key]}")
     patterns = {"--only": cfg.only or [],
                 "--force-retrain": cfg.force_retrain if isinstance(cfg.force_retrain, (list, tuple)) else []}
     for flag, given in patterns.items():

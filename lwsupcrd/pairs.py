@@ -10,10 +10,11 @@ CROSS_ARCHITECTURE = ("vgg13-MobileNetV2", "ResNet50-MobileNetV2", "ResNet50-vgg
 PAIRS = SAME_ARCHITECTURE + CROSS_ARCHITECTURE
 # RepDistiller's train_student.py: these students train at lr 0.01 (the others at the recipe's 0.05)
 LOW_LR_STUDENTS = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
+# RepDistiller's helper/pretrain.py: FT's initialisation trains at lr 0.01 for these students (the others at theirs)
+FT_INIT_LR_STUDENTS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet8x4",
+                       "resnet32x4", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2")
 REPDISTILLER = "RepDistiller README, commit b84f547 (CRD, Tian et al., ICLR 2020, Table 1)"
 MDISTILLER = "mdistiller README, commit a08d46f (DKD, Zhao et al., CVPR 2022)"
-DIST = ("DIST README, commit 2418f18 (Huang et al., NeurIPS 2022), mean ± sd of its runs (the sd not shown here); "
-        "weights from its CIFAR config (hunto/image_classification_sota 6f7a70a, dist_cifar.yaml: CE 1, DIST 2, tau 4)")
 # the published teachers' top-1 (%): theirs, beside ours, never mixed
 PUBLISHED_TEACHERS = dict(zip(PAIRS, (75.61, 75.61, 72.34, 74.31, 74.31, 79.42, 74.64,
                                        74.64, 79.34, 79.34, 79.42, 79.42, 75.61)))
@@ -74,3 +75,21 @@ def logit_standardization(pair: str, dkd: bool = False) -> tuple[tuple, str]:
         return table[pair], "the pair's log in the logit-standardization README (f6e5aa5)"
     default = (2, 9, dkd_beta(pair)[0]) if dkd else (2, 9)
     return default, "no log of this pair: the README command's T 2, w 9" + (f"; beta {dkd_beta(pair)[1]}" if dkd else "")
+
+
+# ReviewKD's weight per pair: mdistiller's one CIFAR config (a08d46f, configs/cifar100/reviewkd.yaml,
+# resnet32x4-resnet8x4: 5) and dvlab-research/ReviewKD's CIFAR-100/script/reviewKD.sh (cede6ea) for the rest
+REVIEWKD = ("mdistiller, commit a08d46f (ReviewKD, Chen et al., CVPR 2021): its code and its one CIFAR config; "
+            "the other pairs' weights from dvlab-research/ReviewKD's CIFAR-100/script/reviewKD.sh, commit cede6ea; "
+            "neither README has CIFAR-100 numbers")
+REVIEWKD_WEIGHT = {"resnet32x4-resnet8x4": 5.0, "wrn_40_2-wrn_16_2": 5.0, "wrn_40_2-wrn_40_1": 5.0,
+                   "wrn_40_2-ShuffleV1": 5.0, "resnet32x4-ShuffleV1": 5.0, "resnet32x4-ShuffleV2": 8.0,
+                   "resnet56-resnet20": 0.6, "resnet110-resnet32": 1.0}
+
+
+def reviewkd_weight(pair: str) -> tuple[float, str]:
+    """ReviewKD's loss weight for a pair and where it comes from (`REVIEWKD_WEIGHT`); a pair neither
+    source configures takes 5, the weight of mdistiller's config and of most of the script's lines."""
+    if pair in REVIEWKD_WEIGHT:
+        return REVIEWKD_WEIGHT[pair], "its config or script line"
+    return 5.0, "no config or script line: 5, mdistiller's and most of the script's"

@@ -6,15 +6,13 @@ Run names follow the original work: `teacher_<t>_<d>`, `teacher_<t>_<d>_with_pro
 """
 from __future__ import annotations
 
-import fnmatch
-
-from dataclasses import dataclass
-
 from .comparisons import STANDARD as STANDARD_FAMILY, compared
 from .data import DATASETS
+from .models import stage_channels
 from .losses import onehot_teacher_beta
 from .methods import STANDARD, SWEEP_CENTRE  # noqa: F401 (SWEEP_CENTRE: stated with the methods)
 from .pairs import PAIRS, student_lr
+from .runs import Run
 
 STAGES = ("teacher", "projection", "baselines", "lwsupcrd", "bank_ablation")
 ABLATION_SCHEDULE = dict(weight_decay=1e-4, schedule="cosine")  # the original's memory-bank ablation
@@ -70,25 +68,6 @@ PRESETS: dict[str, dict] = {
                   bank_negatives=64, bank_init_pair=True, probe_epochs=2, bank_ablation=True, seed=0, seeds=None,
                   shared_teacher=False, **_PAPER_GRID, **ORIGINAL),
 }
-
-
-@dataclass
-class Run:
-    name: str
-    stage: str
-    cfg: dict
-    requires: tuple[str, ...] = ()
-    base: str = ""  # the run's name without its seed suffix
-    teacher: str | None = None  # the projection run whose head and keys it is distilled against
-    control: str | None = None  # the run that differs from it in one thing only (bank rows)
-    centre: bool = False  # an LW-SupCRD run at the sweeps' centre: a headline row
-
-    def __post_init__(self):
-        self.base = self.base or self.name
-
-    @property
-    def bank_ablation(self) -> bool:
-        return self.stage == "bank_ablation"
 
 
 def fmt(x: float) -> str:
@@ -233,35 +212,6 @@ def _bank_runs(settings: dict, student: dict, distilled, centre_name: str) -> li
     return runs
 
 
-def selects(pattern: str, run: Run) -> bool:
-    """Whether `pattern` names `run`: its stage's name, or a run-name pattern (fnmatch) matched with and
-    without the seed suffix."""
-    return pattern == run.stage or fnmatch.fnmatch(run.name, pattern) or fnmatch.fnmatch(run.base, pattern)
-
-
-def listing(runs: list[Run]) -> list[str]:
-    """`--list`: one line per run, its stage, name and every setting that differs between the listed runs."""
-    varying = sorted({k for r in runs for k in r.cfg if len({repr(x.cfg.get(k)) for x in runs}) > 1})
-    return [f"{r.stage:14s} {r.name}  " + ", ".join(f"{k}={r.cfg[k]}" for k in varying if k in r.cfg) for r in runs]
-
-
-def dependency_order(runs: dict[str, Run], only: list[str] | None = None) -> list[str]:
-    """The runs that `only`'s stages and run-name patterns select (all if None) and, before each, the
-    runs it needs."""
-    wanted = [n for n, r in runs.items() if not only or any(selects(p, r) for p in only)]
-    ordered: list[str] = []
-
-    def visit(name):
-        for dep in runs[name].requires:
-            visit(dep)
-        if name not in ordered:
-            ordered.append(name)
-
-    for name in wanted:
-        visit(name)
-    return ordered
-
-
 def build_study_runs(settings: dict, seeds: list[int] | None) -> list[Run]:
     """One chain of runs per seed (names end in `_seed<k>`), or the plain chain without seeds. With
     `shared_teacher` (as the literature does), the teacher (and its projection head, in the original
@@ -282,14 +232,14 @@ def build_study_runs(settings: dict, seeds: list[int] | None) -> list[Run]:
                 continue
             runs.append(Run(seeded(r.name, seed), r.stage, r.cfg, tuple(seeded(d, seed) for d in r.requires),
                             base=r.name, teacher=seeded(r.teacher, seed), control=seeded(r.control, seed),
-                            centre=r.centre))
+                            centre=r.centre, init=seeded(r.init, seed)))
     return runs
 
 
 # ---------------------------------------------------------------- the standard protocol
 # CRD's CIFAR-100 benchmark (Tian et al., ICLR 2020, code: RepDistiller): cross-entropy plus a
 # distillation term on one augmented view, scored by the student's own classifier at the last epoch.
-STANDARD_STAGES = ("teacher", "distillation")
+STANDARD_STAGES = ("teacher", "initialisation", "distillation")
 STANDARD_PAIRS = PAIRS
 _REFERENCE_RECIPE = dict(batch_size=64, lr=0.05, lr_milestones=(150, 180, 210), lr_decay=0.1, weight_decay=5e-4,
                          kd_temperature=4.0, embed_dim=128, teacher_checkpoint=None, seed=0, seeds=None,
@@ -352,14 +302,35 @@ def build_standard_runs(settings: dict) -> list[Run]:
                    score_every=settings["score_every"],  # RepDistiller's lr for MobileNetV2/ShuffleNet students
                    lr=student_lr(s, settings["lr"]) if settings["lr"] == _REFERENCE_RECIPE["lr"] else settings["lr"])
     runs = [teacher]
-    family = compared(STANDARD_FAMILY) if settings.get("methods") == "family" else STANDARD
-    for name, method in ((n, m) for n, m in STANDARD.items() if n in family):
+    for name, method in _methods(settings).items():
         cfg = dict(student, **method.config(f"{t}-{s}", settings["student_epochs"]))
         for key in ("bank_negatives", "nce_negatives"):  # the preset's number of negatives
             if key in cfg:
                 cfg[key] = settings["bank_negatives"]
-        if method.needs_teacher:
+        if method.init is not None:  # RepDistiller's init: 30 of 240 epochs, constant lr, before distilling
+            unscored = {k: v for k, v in cfg.items() if k != "score_every"}
+            init = Run(f"std_{name}_init_{s}_from_{t}_{d}", "initialisation", dict(
+                unscored, method="initialisation", epochs=max(1, round(settings["student_epochs"] * 30 / 240)),
+                lr=method.init.lr(s, cfg["lr"]), schedule="constant"), (teacher.name,), teacher=teacher.name)
+            runs += [init, Run(f"std_{name}_{s}_from_{t}_{d}", "distillation", cfg, (teacher.name, init.name),
+                               teacher=teacher.name, init=init.name)]
+        elif method.needs_teacher:
             runs.append(Run(f"std_{name}_{s}_from_{t}_{d}", "distillation", cfg, (teacher.name,), teacher=teacher.name))
         else:
             runs.append(Run(f"std_{name}_{s}_{d}", "distillation", cfg))
     return runs
+
+
+def _methods(settings: dict) -> dict:
+    """The standard methods the settings run (with `methods="family"`, those the declared family
+    compares), in the table's order, less those not defined for the pair (`left_out`)."""
+    family = compared(STANDARD_FAMILY) if settings.get("methods") == "family" else STANDARD
+    return {n: m for n, m in STANDARD.items() if n in family and n not in left_out(settings)}
+
+
+def left_out(settings: dict) -> dict[str, str]:
+    """The standard methods not defined for the settings' pair, each with why (`Method.undefined_for`)."""
+    if settings.get("protocol") != "standard":
+        return {}
+    channels = [stage_channels(settings[k], DATASETS[settings["dataset"]].channels) for k in ("teacher_arch", "student_arch")]
+    return {n: why for n, m in STANDARD.items() if (why := m.undefined_for(*channels))}

@@ -14,7 +14,7 @@ import torch
 
 from . import distributed
 from .cache import RunFiles, other_code_notice, other_config_note, read_cached, recorded_code, short_hash
-from .checkpoint import save_checkpoint, weights_sha256
+from .checkpoint import load_checkpoint, save_checkpoint, weights_sha256
 from .code import code_version
 from .files import environment, load_results, remove_stale_temps, write_json
 from .groups import aggregate
@@ -24,10 +24,11 @@ from .machine import resolve_device
 from .models import ModelWrapper
 from .options import StudyConfig
 from .probe import probe_floors, score
-from .protocol import Run, build_study_runs, dependency_order, head_config, scored_epoch
+from .protocol import build_study_runs, head_config, scored_epoch
+from .runs import Run, dependency_order
 from .published import REFERENCE_NORMALIZATION, load_teacher_file
 from .scalars import epoch_scalars
-from .analysis import analyze_run, figure_paths
+from .analysis import analyze_run
 from .methods import build_extras
 from .train import check_frozen, epoch_line, fit, frozen_snapshot
 
@@ -64,10 +65,8 @@ class Study:
         for tmp in remove_stale_temps(self.files.models_dir, self.files.logs_dir, self.results_path.parent, self.plots_dir):
             print(f"removed {tmp}, left by a killed writer")
         self.touched: set[str] = set()
-        self.full_train: Split | None = None
+        self.full_train = self.train = self.test = None  # the splits: all training images, the first seed's, test
         self.splits: dict[tuple, Split] = {}
-        self.train: Split | None = None  # the first seed's
-        self.test: Split | None = None
 
     def load_data(self) -> None:
         """Both splits, checked; each seed's training subset is drawn from the full split by `split_of`."""
@@ -311,6 +310,10 @@ class Study:
 
         start = time.perf_counter()
         extras = build_extras(cfg, model, teacher, train)  # a standard method's regressor or memories
+        if run.init is not None:  # a two-stage method starts from its initialisation's student and modules
+            model.load_state_dict(self.models[run.init].state_dict())
+            if extras is not None:  # those of the same name (FT's paraphraser)
+                extras.load_state_dict(load_checkpoint(self.files.checkpoint(run.init))["method_state"], strict=False)
         score_epoch = (lambda e: self.evaluate(run, cfg, model) if scored_epoch(cfg, e) else None) if "score_every" \
             in cfg else None
         history = fit(run.name, cfg, model, train, self.info, self.device, teacher=teacher,
@@ -349,12 +352,9 @@ class Study:
         return model, save_checkpoint(path, model.state_dict(), cfg, metrics, env=env)
 
     def evaluate(self, run: Run, cfg: dict, model: ModelWrapper) -> dict:
-        if run.stage == "projection":
+        if run.stage in ("projection", "initialisation"):  # no classifier of its own trained
             return {}
         return score(model, cfg, self.split_of(cfg["seed"], cfg["train_subset"]), self.test, self.info)
-
-    def figure_paths(self, name: str) -> dict[str, Path]:
-        return figure_paths(self.plots_dir, self.files.key(name))
 
     def finish(self) -> tuple[str, list[Path]]:
         """Study-level figures and the report, from the results file alone: `(report text, figures)`."""

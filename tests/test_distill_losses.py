@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from lwsupcrd.distill_losses import (NCE_EPS, ab_loss, attention_loss, correlation_loss, dist_loss, dkd_loss,
-                                     factor_loss, fsp_loss, hint_loss,
+                                     factor_loss, fsp_loss, hcl_loss, hint_loss,
                                      nce_loss, nce_normaliser, nce_scores, nst_loss, pkt_loss, rkd_loss, similarity_loss,
                                      standardize_logits, vid_loss)
 from lwsupcrd.losses import kd_loss
@@ -393,3 +393,60 @@ def test_two_stage_objectives_match_their_loops():
         g_s, g_t = fsp(stages[0][0][i], stages[0][1][i]), fsp(stages[1][0][i], stages[1][1][i])
         expected += sum((a - b) ** 2 for ra, rb in zip(g_s, g_t) for a, b in zip(ra, rb)) / (2 * 3 * 2)
     assert float(fsp_loss(stages[0], stages[1])) == pytest.approx(expected, rel=1e-12)
+
+
+def test_hcl_matches_its_loop():
+    """ReviewKD's hierarchical context loss against an element loop: per level the full-size MSE and
+    the 4x4, 2x2, 1x1 poolings smaller than the map, weighted 1/2, 1/4, 1/8, normalised by the sum."""
+    g = torch.Generator().manual_seed(3)
+    s = [torch.randn(2, 3, h, h, generator=g, dtype=torch.float64) for h in (8, 4, 1)]
+    t = [torch.randn(2, 3, h, h, generator=g, dtype=torch.float64) for h in (8, 4, 1)]
+
+    def mse(a, b):
+        return sum((x - y) ** 2 for x, y in zip(a.flatten().tolist(), b.flatten().tolist())) / a.numel()
+
+    def pool(x, size):  # an average over equal blocks (the sizes divide)
+        k = x.shape[2] // size
+        return torch.tensor([[[[x[n, c, i * k:(i + 1) * k, j * k:(j + 1) * k].mean() for j in range(size)]
+                               for i in range(size)] for c in range(x.shape[1])] for n in range(x.shape[0])])
+
+    expected = 0.0
+    for f_s, f_t in zip(s, t):
+        terms, weights = [(1.0, mse(f_s, f_t))], [1.0]
+        for k, size in enumerate(l for l in (4, 2, 1) if l < f_s.shape[2]):
+            terms.append((0.5 ** (k + 1), mse(pool(f_s, size), pool(f_t, size))))
+        expected += sum(w * v for w, v in terms) / sum(w for w, _ in terms)
+    assert float(hcl_loss(s, t)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_reviewkd_matches_mdistillers_own_code():
+    """mdistiller's ReviewKD `forward_train` on a fixture (scripts/record_reviewkd_fixture.py): its
+    ABFs' state loads into `ReviewFusion` key for key; the loss at epoch 5 (inside the 20-epoch
+    warm-up) and 25, and the gradients of the student's features and of every ABF parameter, agree."""
+    from helpers import ROOT
+    from lwsupcrd.checkpoint import safe_load
+    from lwsupcrd.connectors import ReviewFusion
+
+    fx = safe_load(ROOT / "tests" / "fixtures" / "reviewkd.pt")
+    c = fx["config"]
+    assert fx["commit"] == "a08d46f" and c["STU_PREACT"] is False and c["MAX_MID_CHANNEL"] == 512
+    fusion = ReviewFusion(c["IN_CHANNELS"], c["OUT_CHANNELS"], c["SHAPES"], c["OUT_SHAPES"]).double().train()
+    fusion.load_state_dict({"abfs." + k: v for k, v in fx["state"].items()}, strict=True)  # mdistiller's `abfs`
+    student = [x.clone().requires_grad_() for x in fx["student"] + [fx["student_pooled"]]]
+    teacher = fx["teacher"] + [fx["teacher_pooled"][:, :, None, None]]
+
+    def loss(epoch):  # the term as `terms._review` weights it: b x min(epoch / warm-up, 1), epochs from 1
+        maps = student[:-1] + [student[-1][:, :, None, None]]
+        return c["REVIEWKD_WEIGHT"] * min(epoch / c["WARMUP_EPOCHS"], 1.0) * hcl_loss(fusion(maps), teacher)
+
+    torch.testing.assert_close(loss(5), fx["loss_epoch5"], rtol=1e-10, atol=0)
+    late = loss(25)
+    torch.testing.assert_close(late, fx["loss_epoch25"], rtol=1e-10, atol=0)
+    names = [n for n, _ in fusion.named_parameters()]
+    grads = torch.autograd.grad(late, student + [p for _, p in fusion.named_parameters()])
+    for ours, theirs in zip(grads[:len(student)], fx["grads"], strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-12)
+    theirs = {"abfs." + k: v for k, v in fx["param_grads"].items()}
+    assert set(names) == set(theirs)
+    for name, ours in zip(names, grads[len(student):]):
+        torch.testing.assert_close(ours, theirs[name], rtol=1e-9, atol=1e-12, msg=name)

@@ -45,7 +45,7 @@ def test_a_checkpoint_header_of_the_wrong_shape_is_no_traceback(tmp_path):
     torch.save({"environment": {"code": "x"}}, tmp_path / "a.pth")
     assert recorded_code(tmp_path / "a.pth") is None
     assert config_diff([1, 2], {"a": 1}) == ["config: list -> dict"]
-    from lwsupcrd.protocol import Run
+    from lwsupcrd.runs import Run
 
     files = RunFiles(tmp_path, {"run": Run("run", "teacher", {"a": 1})}, lambda run: run.cfg)
     files.models_dir.mkdir()

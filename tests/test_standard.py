@@ -24,7 +24,7 @@ def settings(**kw):
 
 def test_every_method_is_a_run_with_the_references_weights():
     runs = build_standard_runs(settings(pair="resnet32x4-resnet8x4"))
-    teacher, students = runs[0], runs[1:]
+    teacher, students = runs[0], [r for r in runs[1:] if r.stage == "distillation"]  # initialisations: below
     assert teacher.stage == "teacher" and teacher.cfg["arch"] == "resnet32x4" and teacher.cfg["method"] == "ce"
     assert [row_of(r.cfg) for r in students] == list(STANDARD)
     for r in students:
@@ -125,9 +125,12 @@ def test_smoke_run_of_every_method_then_a_published_teacher(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     assert "TFLOP, about" in first.stdout  # the time estimate, before anything trains
     assert first.stdout.index("TFLOP") < first.stdout.index("== std_teacher")
-    assert len(trained_runs(first.stdout)) == 1 + len(STANDARD)
+    assert len(trained_runs(first.stdout)) == 1 + len(STANDARD) + len(TWO_STAGE)  # AB, FT, FSP initialise first
     results = json.loads(results_file(out, "standard").read_text())
     for name, entry in results["runs"].items():
+        if entry["stage"] == "initialisation":  # read through the distillation that starts from it
+            assert "test_acc" not in entry["metrics"] and "analysis" not in entry
+            continue
         assert 0 <= entry["metrics"]["test_acc"] <= 100, name
         geometry = entry["analysis"]["features"]  # the backbone's geometry and the curves; no t-SNE
         assert geometry["n"] == 200 and "tsne" not in entry["analysis"] and set(entry["analysis"]["figures"]) == {"curves"}
@@ -145,10 +148,16 @@ def test_smoke_run_of_every_method_then_a_published_teacher(tmp_path):
     assert memories["student"].shape == memories["teacher"].shape == slots and (memories["z"] > 0).all()
     fitnet = load_checkpoint(checkpoint_file(out, "std_fitnet_resnet8_from_resnet14_cifar100"))
     assert "conv.weight" in fitnet["method_state"]  # FitNet's regressor too
+    ft_init = load_checkpoint(checkpoint_file(out, "std_ft_init_resnet8_from_resnet14_cifar100"))
+    ft = load_checkpoint(checkpoint_file(out, "std_ft_resnet8_from_resnet14_cifar100"))
+    assert ft["config"]["requires"]["std_ft_init_resnet8_from_resnet14_cifar100"] == ft_init["weights_sha256"]
+    paraphraser = {k for k in ft["method_state"] if k.startswith("paraphraser.")}
+    assert paraphraser == set(ft_init["method_state"]) and {k for k in ft["method_state"] if k.startswith("translator.")}
+    assert all(torch.equal(ft["method_state"][k], ft_init["method_state"][k]) for k in paraphraser)  # trained, then frozen
 
     again = run_script(*args)
     assert again.returncode == 0 and trained_runs(again.stdout) == []
-    assert len(cached_runs(again.stdout)) == 1 + len(STANDARD)
+    assert len(cached_runs(again.stdout)) == 1 + len(STANDARD) + len(TWO_STAGE)
 
     teacher = tmp_path / "ckpt_epoch_240.pth"  # as RepDistiller's train_teacher.py saves it
     torch.save({"epoch": 240, "model": reference_state("resnet14", create_model("resnet14", 100)),
@@ -158,6 +167,33 @@ def test_smoke_run_of_every_method_then_a_published_teacher(tmp_path):
     assert f"teacher read from {teacher}: test top-1" in published.stdout
     assert trained_runs(published.stdout) == ["std_teacher_resnet14_cifar100_published",
                                               "std_kd_resnet8_from_resnet14_cifar100"]
+
+
+@pytest.mark.slow
+def test_smoke_run_of_every_method_on_a_cross_architecture_pair(tmp_path):
+    """resnet8 -> ShuffleV1 (as RepDistiller's resnet32x4 -> ShuffleV1, small): every method the pair
+    defines trains and is scored, FSP is named as not defined, a rerun reads every run from the cache,
+    and the table has a row for each. (Each method's bit-exact resume on this pair: test_methods.py.)"""
+    data = write_cifar_like(tmp_path / "data", train_per_class=2, test_per_class=1)
+    out = tmp_path / "out"
+    # an untrained teacher on random images: at ShuffleV1's lr 0.01, DKD's term diverges; the run steps gently
+    args = ("--protocol", "standard", "--preset", "smoke", "--pair", "resnet8-ShuffleV1", "--set", "lr=0.001",
+            "--set", "student_epochs=1", "--data-dir", data, "--out-dir", out)
+    listed = run_script(*args, "--list")
+    assert "not run        fsp: FSP needs equal channels at every stage" in listed.stdout
+    first = run_script(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    methods = [n for n in STANDARD if n != "fsp"]
+    assert len(trained_runs(first.stdout)) == 1 + len(methods) + len(TWO_STAGE) - 1
+    results = json.loads(results_file(out, "standard").read_text())
+    scored = {e["config"]["recipe"] for e in results["runs"].values()
+              if e["stage"] == "distillation" and 0 <= e["metrics"]["test_acc"] <= 100}
+    assert scored == set(methods)
+    report = report_file(out, "standard").read_text()
+    assert "resnet8 → ShuffleV1: ours" in report
+    assert all(f"| {STANDARD[n].label} | " in report for n in methods)
+    again = run_script(*args)
+    assert again.returncode == 0 and trained_runs(again.stdout) == []
 
 
 def test_docs_show_the_table_layout_with_the_published_numbers():
@@ -226,6 +262,7 @@ REPDISTILLER_PAIRS = {"wrn_40_2-wrn_16_2": 0.05, "wrn_40_2-wrn_40_1": 0.05, "res
 def test_every_repdistiller_pair_runs_with_its_students_learning_rate():
     from lwsupcrd.pairs import PAIRS
     from lwsupcrd.protocol import STANDARD_PRESETS, build_standard_runs
+    from lwsupcrd.runs import listing
 
     assert list(PAIRS) == list(REPDISTILLER_PAIRS)
     for pair, lr in REPDISTILLER_PAIRS.items():
@@ -233,6 +270,8 @@ def test_every_repdistiller_pair_runs_with_its_students_learning_rate():
         settings = dict(STANDARD_PRESETS["paper"], teacher_arch=teacher, student_arch=student, seed=0)
         runs = build_standard_runs(settings)
         assert {r.cfg["lr"] for r in runs if r.stage == "distillation"} == {lr}, pair
+        lines = listing(runs)  # what `--list --pair <pair>` prints, a line per run with its settings
+        assert len(lines) == len(runs) and all(f"arch={student}" in line for line in lines[1:]), pair
         assert runs[0].cfg["lr"] == 0.05 and runs[0].cfg["arch"] == teacher
     settings = dict(STANDARD_PRESETS["paper"], teacher_arch="vgg13", student_arch="MobileNetV2", seed=0, lr=0.02)
     assert {r.cfg["lr"] for r in build_standard_runs(settings)} == {0.02}  # a lr the user set is kept
@@ -284,8 +323,84 @@ def test_list_shows_each_pairs_runs_with_the_settings_that_differ():
 
     listed = run_script("--protocol", "standard", "--list", "--pair", "vgg13-MobileNetV2")
     assert listed.returncode == 0, listed.stderr[-2000:]
-    lines = [line for line in listed.stdout.splitlines() if line.startswith(("teacher ", "distillation "))]
-    assert len(lines) == 1 + len(STANDARD)
+    lines = [line for line in listed.stdout.splitlines() if line.startswith(("teacher ", "initialisation ",
+                                                                             "distillation "))]
+    assert len(lines) == 1 + len(STANDARD) - 1 + 2  # FSP is not defined here; AB and FT initialise first
+    assert sum(line.startswith("initialisation ") for line in lines) == 2
+    assert "not run        fsp: FSP needs equal channels at every stage" in listed.stdout
     assert "std_teacher_vgg13_cifar100" in lines[0] and "lr=0.05" in lines[0] and "arch=vgg13" in lines[0]
     assert all("lr=0.01" in line and "arch=MobileNetV2" in line for line in lines[1:])
     assert "dkd_beta=6.0" in next(line for line in lines if "std_dkd_" in line)  # mdistiller's vgg13_mv2.yaml
+
+
+# RepDistiller (b84f547): scripts/run_cifar_distill.sh gives b (-b 1 abound, -b 200 factor, -b 50 fsp; -a 0),
+# train_student.py its --init_epochs 30 (of 240), helper/pretrain.py the initialisation's lr (0.01 for FT
+# with these students, else the student's), and its README FSP only where the channels agree (N/A for
+# wrn_40_2-wrn_40_1, no row in Table 2)
+TWO_STAGE = {"ab": 1.0, "ft": 200.0, "fsp": 50.0}
+FT_INIT_LR = {"wrn_16_2": 0.01, "wrn_40_1": 0.01, "resnet20": 0.01, "resnet32": 0.01, "resnet8x4": 0.01, "vgg8": 0.05,
+              "MobileNetV2": 0.01, "ShuffleV1": 0.01, "ShuffleV2": 0.01}
+FSP_PAIRS = {"wrn_40_2-wrn_16_2", "resnet56-resnet20", "resnet110-resnet20", "resnet110-resnet32", "resnet32x4-resnet8x4",
+             "vgg13-vgg8"}
+
+
+def test_two_stage_methods_initialise_as_repdistiller_does_on_every_pair():
+    from lwsupcrd.pairs import PAIRS
+    from lwsupcrd.protocol import STANDARD_PRESETS, build_standard_runs, left_out
+
+    for pair in PAIRS:
+        teacher, student = pair.split("-")
+        settings = dict(STANDARD_PRESETS["paper"], teacher_arch=teacher, student_arch=student, seed=0, protocol="standard")
+        runs = {r.name: r for r in build_standard_runs(settings)}
+        assert ("fsp" not in left_out(settings)) == (pair in FSP_PAIRS), pair
+        for name, b in TWO_STAGE.items():
+            if name == "fsp" and pair not in FSP_PAIRS:
+                assert not any(r.cfg["recipe"] == "fsp" for r in runs.values() if r.stage != "teacher")
+                continue
+            init = runs[f"std_{name}_init_{student}_from_{teacher}_cifar100"]
+            distil = runs[f"std_{name}_{student}_from_{teacher}_cifar100"]
+            assert distil.init == init.name and set(distil.requires) == {runs[init.name].requires[0], init.name}
+            assert (distil.cfg["distill_weight"], distil.cfg["kd_weight"], distil.cfg["gamma"]) == (b, 0.0, 1.0)
+            assert (init.cfg["method"], init.cfg["epochs"], init.cfg["schedule"]) == ("initialisation", 30, "constant")
+            assert "score_every" not in init.cfg and distil.cfg["epochs"] == 240
+            expected = FT_INIT_LR[student] if name == "ft" else distil.cfg["lr"]
+            assert init.cfg["lr"] == expected, (pair, name)
+
+
+# dvlab-research/ReviewKD (cede6ea), CIFAR-100/model/reviewkd.py `build_review_kd`: per student (and
+# teacher) the ABFs' in_channels, out_channels, shapes and out_shapes (out_shapes None: the shapes);
+# CIFAR-100/script/reviewKD.sh and mdistiller's reviewkd.yaml (a08d46f): the weights
+REVIEW_LAYOUT = {
+    "resnet32x4-resnet8x4": ([64, 128, 256, 256], [64, 128, 256, 256], [1, 8, 16, 32], [1, 8, 16, 32], 5.0),
+    "resnet56-resnet20": ([16, 32, 64, 64], [16, 32, 64, 64], [1, 8, 16, 32], [1, 8, 16, 32], 0.6),
+    "resnet110-resnet32": ([16, 32, 64, 64], [16, 32, 64, 64], [1, 8, 16, 32], [1, 8, 16, 32], 1.0),
+    "wrn_40_2-wrn_16_2": ([32, 64, 128, 128], [32, 64, 128, 128], [1, 8, 16, 32], [1, 8, 16, 32], 5.0),
+    "wrn_40_2-wrn_40_1": ([16, 32, 64, 64], [32, 64, 128, 128], [1, 8, 16, 32], [1, 8, 16, 32], 5.0),
+    "vgg13-vgg8": ([128, 256, 512, 512, 512], [128, 256, 512, 512, 512], [1, 4, 4, 8, 16], [1, 4, 4, 8, 16], 5.0),
+    "ResNet50-vgg8": ([128, 256, 512, 512, 512], [256, 512, 1024, 2048, 2048], [1, 4, 4, 8, 16], [1, 4, 8, 16, 32], 5.0),
+    "vgg13-MobileNetV2": ([12, 16, 48, 160, 1280], [128, 256, 512, 512, 512], [1, 2, 4, 8, 16], [1, 4, 4, 8, 16], 5.0),
+    "ResNet50-MobileNetV2": ([12, 16, 48, 160, 1280], [256, 512, 1024, 2048, 2048], [1, 2, 4, 8, 16], [1, 4, 8, 16, 32],
+                             5.0),
+    "resnet32x4-ShuffleV1": ([240, 480, 960, 960], [64, 128, 256, 256], [1, 4, 8, 16], [1, 8, 16, 32], 5.0),
+    "wrn_40_2-ShuffleV1": ([240, 480, 960, 960], [32, 64, 128, 128], [1, 4, 8, 16], [1, 8, 16, 32], 5.0),
+    "resnet32x4-ShuffleV2": ([116, 232, 464, 1024], [64, 128, 256, 256], [1, 4, 8, 16], [1, 8, 16, 32], 8.0),
+}
+
+
+@pytest.mark.parametrize("pair", list(REVIEW_LAYOUT))
+def test_reviewkd_modules_and_weight_per_pair_are_the_references(pair):
+    from lwsupcrd.connectors import review_fusion
+    from lwsupcrd.models import ModelWrapper
+    from lwsupcrd.data import Split
+
+    in_channels, out_channels, shapes, out_shapes, weight = REVIEW_LAYOUT[pair]
+    teacher, student = (ModelWrapper(a, 100, proj_head="linear") for a in pair.split("-"))
+    split = Split(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.zeros(2, dtype=torch.long), torch.arange(2), [])
+    fusion = review_fusion(student, teacher, split)
+    abfs = list(fusion.abfs)[::-1]  # shallow first, as the lists above
+    assert [a.conv1[0].in_channels for a in abfs] == in_channels
+    assert [a.conv2[0].out_channels for a in abfs] == out_channels
+    assert (fusion.shapes, fusion.out_shapes) == (shapes, out_shapes)
+    assert {a.conv1[0].out_channels for a in abfs} == {min(512, in_channels[-1])}
+    runs = build_standard_runs(settings(pair=pair))
+    assert next(r.cfg for r in runs if row_of(r.cfg) == "reviewkd")["distill_weight"] == weight
