@@ -355,3 +355,35 @@ def test_a_text_file_as_teacher_checkpoint_is_one_line(tmp_path):
                      "--out-dir", tmp_path / "out")
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert f"{text}: unreadable or truncated checkpoint" in res.stderr
+
+
+@pytest.mark.slow
+def test_a_two_stage_method_killed_mid_distillation_resumes_bit_exactly(tmp_path):
+    """FT on the standard smoke preset: its initialisation (the paraphraser) is cached, its
+    distillation is SIGKILLed after an epoch and rerun; the student, the translator and the frozen
+    paraphraser end bit for bit where an uninterrupted run's do (the resume state wins over the
+    initialisation it started from)."""
+    data = write_cifar_like(tmp_path / "data", train_per_class=5, test_per_class=2)
+    run = "std_ft_resnet8_from_resnet14_cifar100"
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+
+    def cmd(out):
+        return [sys.executable, str(ROOT / "desupcon.py"), "--protocol", "standard", "--preset", "smoke",
+                "--data-dir", str(data), "--out-dir", str(out), "--only", run, "--set", "student_epochs=4"]
+
+    straight = subprocess.run(cmd(tmp_path / "straight"), capture_output=True, text=True, env=env)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    assert "== std_ft_init_resnet8_from_resnet14_cifar100: trained" in straight.stdout
+    proc = subprocess.Popen(cmd(tmp_path / "killed"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+                            text=True)
+    wait_for_line(proc, f"== {run}: training")
+    wait_for_line(proc, "   epoch 1/")  # the distillation's first epoch: its resume state is on disk
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    again = subprocess.run(cmd(tmp_path / "killed"), capture_output=True, text=True, env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"[{run}] resuming after epoch" in again.stdout and "std_ft_init_resnet8_from_resnet14_cifar100: cached" \
+        in again.stdout
+    a, b = (load_checkpoint(checkpoint_file(tmp_path / d, run)) for d in ("straight", "killed"))
+    assert a["weights_sha256"] == b["weights_sha256"]
+    assert all(torch.equal(v, b["method_state"][k]) for k, v in a["method_state"].items())
