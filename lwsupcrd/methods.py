@@ -163,7 +163,11 @@ _STANDARD = [
     Method("crd_infonce_classaware", "CRD, InfoNCE form, class-aware (ours)", term="infonce", term_weight=0.8,
            params=dict(_BANK, class_aware=True), ours="the InfoNCE form without same-class negatives"),
     Method("lwsupcrd", "LW-SupCRD", term="lwsupcrd", term_weight=0.8, params=dict(_BANK, **_LW),
-           ours="takes CRD's weights"),
+           ours="takes CRD's weights; the per-positive form (one term per positive, `losses.lw_supcrd_loss`)"),
+    Method("lwsupcrd_anchor", "LW-SupCRD, the original's anchor form", term="lwsupcrd", term_weight=0.8,
+           params=dict(_BANK, **_LW, lw_form="anchor", own_key=True),
+           ours="takes CRD's weights; the original code's form: one term per anchor, all its positives together, "
+                "its own teacher key among them (`original_losses.lw_supcrd_anchor_loss`)"),
     Method("lwsupcrd_kd", "LW-SupCRD+KD", kd_weight=1.0, term="lwsupcrd", term_weight=0.8, params=dict(_BANK, **_LW),
            ours="takes CRD+KD's weights"),
     Method("supcrd_unweighted", "SupCRD, unweighted (control)", term="lwsupcrd", term_weight=0.8,

@@ -178,3 +178,31 @@ def test_an_initialisation_trains_only_what_repdistillers_init_trains(name, trai
     assert all(torch.equal(v, t_before[k]) for k, v in teacher.state_dict().items())
     if extras is not None and list(extras.parameters()):  # AB's connectors between equal shapes are identities
         assert any(not torch.equal(v, e_before[k]) for k, v in extras.state_dict().items())
+
+
+def test_lwsupcrd_runs_in_both_forms_beside_cross_entropy():
+    """The standard protocol's LW-SupCRD rows: the per-positive form (ours) and the original code's
+    anchor form (its own key among the positives), each the very loss of its form on the step's inputs."""
+    from types import SimpleNamespace
+
+    from lwsupcrd.losses import lw_supcrd_loss
+    from lwsupcrd.original_losses import lw_supcrd_anchor_loss
+    from lwsupcrd.terms import Outputs
+
+    g = torch.Generator().manual_seed(0)
+    z, pooled, logits = torch.randn(8, 6, generator=g), torch.randn(8, 6, generator=g), torch.randn(8, 4, generator=g)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    teacher = SimpleNamespace(project=lambda f: torch.nn.functional.normalize(f, dim=1))  # a head: unit keys
+    batch = SimpleNamespace(labels=labels, slots=torch.arange(8))
+    out = Outputs(logits, torch.nn.functional.normalize(z, dim=1), None, logits, pooled, None)
+    keys, probs = teacher.project(pooled), torch.softmax(logits, 1)
+    for name, expected in (("lwsupcrd", lambda c: lw_supcrd_loss(out.embedding, keys, labels, probs, c["alpha"], c["beta"],
+                                                                  c["temperature"], c["adaptive_beta"])),
+                           ("lwsupcrd_anchor", lambda c: lw_supcrd_anchor_loss(out.embedding, keys, labels, probs,
+                                                                                c["alpha"], c["beta"], c["temperature"],
+                                                                                c["adaptive_beta"], own_key=True))):
+        cfg = config_of(name)
+        ctx = SimpleNamespace(cfg=cfg, bank=None, teacher=teacher)
+        loss = TERMS[STANDARD[name].term].loss(ctx, batch, out)[0]
+        assert cfg["gamma"] == 1.0 and cfg["distill_weight"] == 0.8
+        torch.testing.assert_close(loss, expected(cfg), rtol=1e-6, atol=0)
