@@ -57,6 +57,16 @@ STANDARD = (
 )
 
 
+# The methods added after that family was declared (AB, FT, FSP, ReviewKD, LW-SupCRD's anchor form), a
+# family of their own, declared before their runs: each against the vanilla student and against KD, and
+# the original's anchor form against the per-positive row. Holm is applied within each family.
+STANDARD_MORE = tuple(
+    [Member(f"{label} instead of {ref_label}", run, ref)
+     for ref, ref_label in (("vanilla", "the vanilla student"), ("kd", "KD"))
+     for run, label in (("ab", "AB"), ("ft", "FT"), ("fsp", "FSP"), ("reviewkd", "ReviewKD"))]
+    + [Member("LW-SupCRD in the original's anchor form instead of its per-positive form", "lwsupcrd_anchor", "lwsupcrd")])
+
+
 def compared(family: tuple[Member, ...]) -> tuple[str, ...]:
     """The methods a family compares, in the order they first appear in it."""
     return tuple(dict.fromkeys(m for member in family for m in (member.reference, member.run)))

@@ -268,6 +268,7 @@ def test_report_conditions_name_the_teachers_and_the_students_budgets_apart():
 
 
 STANDARD = ROOT / "results" / "standard-evidence" / "standard_results_resnet20-resnet8_fashion-mnist_0a2ffc2bba.json"
+STANDARD_MORE = ROOT / "results" / "standard-evidence" / "standard_results_resnet20-resnet8_fashion-mnist_978fd8a38d.json"
 
 
 def test_the_standard_evidence_holds_the_familys_methods_on_five_seeds_with_a_teacher_ahead():
@@ -305,3 +306,18 @@ def test_readme_and_benchmark_doc_are_the_committed_standard_evidence_regenerate
     assert block == standard_block(results, source)
     header = next(line for line in block.splitlines() if line.startswith("| Method |"))
     assert "not comparable with the published numbers" in block and "published" not in header
+
+
+def test_the_newer_methods_block_is_their_committed_results_regenerated():
+    """The Fashion-MNIST block of AB, FT, FSP, ReviewKD and the anchor form: their own family, every
+    member run on the five seeds of the evidence, and their initialisations in the same file."""
+    from lwsupcrd.comparisons import STANDARD_MORE as MORE
+    from lwsupcrd.readme import BENCHMARK_DOC, MORE_BEGIN, MORE_END, more_block
+    from lwsupcrd.benchmark import family
+
+    results, source = json.loads(STANDARD_MORE.read_text()), STANDARD_MORE.relative_to(ROOT).as_posix()
+    assert between((ROOT / BENCHMARK_DOC).read_text(), MORE_BEGIN, MORE_END) == more_block(results, source), \
+        "rerun python -m lwsupcrd.readme " + source
+    rows = family(results, members=MORE)
+    assert len(rows) == len(MORE) and all(len(r["diffs"]) == 5 for r in rows)
+    assert sum(e["stage"] == "initialisation" for e in results["runs"].values()) == 3 * 5
