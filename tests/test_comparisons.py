@@ -140,4 +140,7 @@ def test_paired_stats_limits(diffs):
 def test_the_standard_family_names_only_rows_of_the_registry():
     from lwsupcrd.methods import STANDARD as ROWS
 
-    assert {name for m in STANDARD for name in (m.run, m.reference)} <= set(ROWS)
+    from lwsupcrd.comparisons import STANDARD_MORE
+
+    for family in (STANDARD, STANDARD_MORE):
+        assert {name for m in family for name in (m.run, m.reference)} <= set(ROWS)
