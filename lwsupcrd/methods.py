@@ -69,7 +69,7 @@ class Method:
         """Why the method is not defined for networks with these stage channels, or None (FSP needs equal ones)."""
         if self.term and TERMS[self.term].equal_channels and teacher_channels[:-1] != student_channels[:-1]:
             return f"{self.label} needs equal channels at every stage (teacher {teacher_channels[:-1]}, " \
-                   f"student {student_channels[:-1]}), as RepDistiller's FSP requires"
+                   f"student {student_channels[:-1]}), as its reference requires"
         return None
 
     @property
@@ -226,7 +226,7 @@ def needs_teacher(cfg: dict) -> bool:
 
 def initialisation_of(cfg: dict):
     """The `terms.Init` an initialisation run trains (its `recipe`'s term's), or None for any other run."""
-    return TERMS[STANDARD[cfg["recipe"]].term].init if cfg["method"] == "initialisation" else None
+    return STANDARD[cfg["recipe"]].init if cfg["method"] == "initialisation" else None
 
 
 def trains_teacher_head(cfg: dict) -> bool:
@@ -248,9 +248,9 @@ def build_extras(cfg: dict, student, teacher, train) -> nn.Module | None:
     method's term's."""
     if cfg["method"] == "projection" and cfg.get("head_pretraining") == "cosine_prototype":
         return nn.Linear(student.projection[-1].out_features, cfg["num_classes"], bias=False)
-    if initialisation_of(cfg) is not None:
-        build = initialisation_of(cfg).build
-        return build(student, teacher, train) if build else None
+    init = initialisation_of(cfg)
+    if init is not None:
+        return init.build(student, teacher, train) if init.build else None
     method = method_of(cfg)
     term = TERMS[method.term] if method.term else None
     return term.build(cfg, student, teacher, train) if term is not None and term.build else None
