@@ -19,6 +19,13 @@ from lwsupcrd.losses import kd_loss, lw_supcrd_loss  # noqa: E402
 from lwsupcrd.memory_bank import MomentumMemoryBank  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def launcher_tmpdir(tmp_path_factory, monkeypatch):
+    """torchrun makes a torchelastic_* folder under TMPDIR and a killed launcher leaves it there:
+    here it goes to pytest's own temporary folders, which pytest prunes."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path_factory.mktemp("launcher")))
+
+
 def torchrun(*args, timeout=300):
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
