@@ -53,6 +53,9 @@ def networks_of(cfg, train, teacher_arch="resnet8"):
 @pytest.mark.slow
 @pytest.mark.parametrize("pair, name", CASES)
 def test_every_method_resumes_bit_exactly_with_its_extras(tmp_path, pair, name):
+    """Trained straight, then interrupted after its first epoch and resumed into networks built afresh.
+    The interruption writes nothing beyond the state saved at every epoch's end, so the resume starts from
+    what a kill leaves (a SIGKILL through the CLI: test_reliability, for FT and the bank student)."""
     cfg, train = config_of(*name.split(":"), pair), tiny_split()
     cpu = torch.device("cpu")
 
