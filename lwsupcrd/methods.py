@@ -256,6 +256,18 @@ def build_extras(cfg: dict, student, teacher, train) -> nn.Module | None:
     return term.build(cfg, student, teacher, train) if term is not None and term.build else None
 
 
+def start_from_initialisation(name: str, student, extras: nn.Module | None, init_student, init_state: dict) -> None:
+    """A two-stage method's distillation starts from its initialisation's student and from those of its
+    modules that carry the same names (FT's paraphraser); the rest start fresh. An initialisation
+    module with no place among them is an error, never dropped in silence."""
+    student.load_state_dict(init_student.state_dict())
+    if extras is not None:
+        kept = extras.load_state_dict(init_state, strict=False)
+        if kept.unexpected_keys:
+            raise RuntimeError(f"[{name}] its initialisation holds modules it has no place for: "
+                               f"{kept.unexpected_keys[:4]}")
+
+
 def standard_step(ctx, batch):
     """gamma CE + a KD + b L_term on one view; the term's features are read as `TERMS` says."""
     cfg, method = ctx.cfg, method_of(ctx.cfg)

@@ -29,7 +29,7 @@ from .runs import Run, dependency_order
 from .published import REFERENCE_NORMALIZATION, load_teacher_file
 from .scalars import epoch_scalars
 from .analysis import analyze_run
-from .methods import build_extras
+from .methods import build_extras, start_from_initialisation
 from .train import check_frozen, epoch_line, fit, frozen_snapshot
 
 
@@ -311,9 +311,9 @@ class Study:
         start = time.perf_counter()
         extras = build_extras(cfg, model, teacher, train)  # a standard method's regressor or memories
         if run.init is not None:  # a two-stage method starts from its initialisation's student and modules
-            model.load_state_dict(self.models[run.init].state_dict())
-            if extras is not None:  # those of the same name (FT's paraphraser)
-                extras.load_state_dict(load_checkpoint(self.files.checkpoint(run.init))["method_state"], strict=False)
+            modules = load_checkpoint(self.files.checkpoint(run.init)).get("method_state", {}) if extras is not None \
+                else {}
+            start_from_initialisation(run.name, model, extras, self.models[run.init], modules)
         score_epoch = (lambda e: self.evaluate(run, cfg, model) if scored_epoch(cfg, e) else None) if "score_every" \
             in cfg else None
         history = fit(run.name, cfg, model, train, self.info, self.device, teacher=teacher,

@@ -5,7 +5,7 @@ import torch
 
 from lwsupcrd.checkpoint import safe_load
 from lwsupcrd.data import DATASETS, Split
-from lwsupcrd.methods import STANDARD, TERMS, build_extras, method_of
+from lwsupcrd.methods import STANDARD, TERMS, build_extras, method_of, start_from_initialisation
 from lwsupcrd.models import ModelWrapper
 from lwsupcrd.options import StudyConfig
 from lwsupcrd.protocol import build_standard_runs, left_out
@@ -89,6 +89,27 @@ def test_every_method_resumes_bit_exactly_with_its_extras(tmp_path, pair, name):
     if teacher is not None:
         for k, v in teacher.projection.state_dict().items():
             assert torch.equal(v, t3.projection.state_dict()[k]), k
+
+
+def test_distillation_starts_from_its_initialisation_and_refuses_a_stray_module():
+    train = tiny_split()
+    init_cfg, cfg = config_of("ft", "initialisation"), config_of("ft")
+    init_student, teacher, init_extras = networks_of(init_cfg, train)
+    with torch.no_grad():
+        for p in [*init_student.parameters(), *init_extras.parameters()]:
+            p.add_(1.0)
+    student, _, extras = networks_of(cfg, train)
+    translator = {k: v.clone() for k, v in extras["translator"].state_dict().items()}
+    start_from_initialisation("run", student, extras, init_student, init_extras.state_dict())
+    for k, v in init_student.state_dict().items():
+        assert torch.equal(v, student.state_dict()[k]), k
+    for k, v in init_extras["paraphraser"].state_dict().items():
+        assert torch.equal(v, extras["paraphraser"].state_dict()[k]), k
+    for k, v in translator.items():  # no counterpart in the initialisation: as built
+        assert torch.equal(v, extras["translator"].state_dict()[k]), k
+    stray = {**init_extras.state_dict(), "connector.weight": torch.zeros(1)}
+    with pytest.raises(RuntimeError, match=r"\[run\] its initialisation holds modules it has no place for.*connector"):
+        start_from_initialisation("run", student, extras, init_student, stray)
 
 
 def test_crd_fixes_z_on_the_first_batch_and_keeps_it():
